@@ -1,0 +1,3 @@
+from postergenre.cli import main
+
+raise SystemExit(main())

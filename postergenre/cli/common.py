@@ -1,0 +1,34 @@
+"""Arguments that several subcommands share, declared once."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, optional: bool = True) -> None:
+    """DATA (a dataset folder; the built-in demo when omitted), --csv, --images, --skip-missing."""
+    parser.add_argument(
+        "data",
+        nargs="?" if optional else None,
+        metavar="DATA",
+        help="dataset folder holding train.csv and images/ (default: the built-in demo dataset)"
+        if optional
+        else "dataset folder holding train.csv and images/",
+    )
+    parser.add_argument("--csv", metavar="FILE", help="labels CSV, if not DATA/train.csv")
+    parser.add_argument("--images", metavar="DIR", help="poster folder, if not DATA/images")
+    parser.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="go on without labelled posters that are missing or cannot be decoded",
+    )
+
+
+def load_dataset_from_args(args: argparse.Namespace):
+    from postergenre.data.dataset import load_dataset
+    from postergenre.data.demo import demo_dataset_root
+
+    root = args.data
+    if root is None and (args.csv is None or args.images is None):
+        root = demo_dataset_root()
+    return load_dataset(root, csv_path=args.csv, images=args.images, skip_missing=args.skip_missing)

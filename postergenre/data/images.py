@@ -1,0 +1,110 @@
+"""Opening posters and scanning a folder of them: sizes, content hashes, perceptual hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from postergenre.errors import PosterGenreError
+
+# A poster is a few hundred pixels a side. Refuse images whose header declares more than this
+# before decoding anything, so that a decompression bomb costs nothing.
+MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class ImageError(PosterGenreError):
+    """A file that cannot be decoded as an image."""
+
+
+def open_rgb(source, *, name: str | None = None) -> Image.Image:
+    """Decode an image file (a path or a binary file object) fully, as RGB.
+
+    Raises :class:`ImageError` naming the file for anything that is not a complete, decodable
+    image: a non-image, a truncated JPEG, zero bytes, or an oversized one.
+    """
+    name = name or str(source)
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageError(
+                    f"{name}: declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}; "
+                    "resize the image before using it"
+                )
+            image.load()
+            return image.convert("RGB")
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image file (JPEG, PNG or WebP expected)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: too many pixels to be a poster ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot be decoded ({exc}); the file may be truncated or corrupt") from exc
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What a scan learns of one poster file."""
+
+    id: str
+    path: Path
+    n_bytes: int
+    sha256: str
+    width: int = 0
+    height: int = 0
+    phash: int = 0
+    error: str | None = None
+
+
+def scan_image(id_: str, path: Path) -> ImageRecord:
+    """Size, content digest and perceptual hash of one file; ``error`` set if it will not decode."""
+    import imagehash
+
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for nearly free; the perceptual hash only
+            # needs 32x32 pixels, so this makes the scan several times faster.
+            image.draft("RGB", (64, 64))
+            image.load()
+            phash = int(str(imagehash.phash(image)), 16)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        message = "not an image file" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        return ImageRecord(id_, path, len(data), digest, error=message)
+    return ImageRecord(id_, path, len(data), digest, width, height, phash)
+
+
+def scan_images(paths: dict[str, Path], *, workers: int | None = None, progress: bool = True) -> list[ImageRecord]:
+    """Scan many posters in parallel threads (decoding and hashing release the GIL)."""
+    from tqdm.auto import tqdm
+
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    items = list(paths.items())
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda item: scan_image(*item), items, chunksize=16)
+        return list(tqdm(results, total=len(items), desc="scanning posters", unit="img", disable=not progress))
+
+
+def records_to_frame(records: Iterable[ImageRecord]):
+    import pandas as pd
+
+    frame = pd.DataFrame([r.__dict__ for r in records])
+    return frame.set_index("id") if not frame.empty else frame
+
+
+def phash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between two arrays of 64-bit perceptual hashes, shape (len(a), len(b))."""
+    return np.bitwise_count(a[:, None].astype(np.uint64) ^ b[None, :].astype(np.uint64))
