@@ -84,6 +84,11 @@ def resolve_paths(
     if root is None and (csv_path is None or images is None):
         raise DataError("give a dataset folder, or both --csv and --images")
     root = Path(root) if root is not None else None
+    if root is not None and root.is_file():
+        raise DataError(
+            f"{root}: this is a file, not a dataset folder; pass the folder that holds train.csv and images/, "
+            "or --csv FILE and --images DIR"
+        )
     if root is not None and not root.is_dir():
         raise DataError(f"{root}: dataset folder not found; expected a folder with train.csv and images/")
     csv_path = Path(csv_path) if csv_path is not None else root / "train.csv"
@@ -96,32 +101,19 @@ def resolve_paths(
 
 
 def read_label_table(csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The CSV as strings, with its genre columns; raises DataError for a file that is no CSV."""
-    try:
-        raw = csv_path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{csv_path}: cannot read the file ({exc.strerror})") from exc
-    if not raw.strip():
-        raise DataError(f"{csv_path}: the CSV is empty; expected a header line starting with Id")
-    if b"\x00" in raw[:4096]:
-        raise DataError(f"{csv_path}: this is not a CSV file (it holds binary data)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{csv_path}: this is not a UTF-8 CSV file ({exc.reason} at byte {exc.start})") from exc
-    try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, csv.Error) as exc:
-        raise DataError(f"{csv_path}: this is not a valid CSV file ({str(exc).strip()})") from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    if ID_COLUMN not in table.columns:
-        found = ", ".join(table.columns[:8]) or "none"
-        raise DataError(
-            f"{csv_path}: no '{ID_COLUMN}' column (columns found: {found}); the first line must be a "
-            f"header such as Id,Genre,Action,Comedy,..."
-        )
-    if table.empty:
+    """The CSV as strings, indexed by line number, with its genre columns.
+
+    Raises DataError for a file that is no CSV, a bad header, or a row with the wrong number of fields.
+    """
+    text = _read_text(csv_path)
+    header, records, lines = _read_records(text, csv_path)
+    columns = [c.strip() for c in header]
+    _check_header(columns, csv_path)
+    if not records:
         raise DataError(f"{csv_path}: the CSV has a header but no data rows")
+    # The index is each row's line in the file, so that every message can point at it even
+    # after blank lines (which are skipped).
+    table = pd.DataFrame(records, columns=columns, index=pd.Index(lines, name="line"), dtype=str)
     genres = [c for c in table.columns if c not in (ID_COLUMN, GENRE_LIST_COLUMN)]
     if not genres:
         raise DataError(f"{csv_path}: no genre columns; expected one 0/1 column per genre after Id")
@@ -129,9 +121,80 @@ def read_label_table(csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
     return table, genres
 
 
-def _line(row_index: int) -> int:
-    # Row 0 of the table is line 2 of the file: line 1 is the header.
-    return row_index + 2
+def _read_text(csv_path: Path) -> str:
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{csv_path}: cannot read the file ({exc.strerror})") from exc
+    if not raw.strip():
+        raise DataError(f"{csv_path}: the CSV is empty; expected a header line starting with Id")
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{csv_path}: this is not a CSV file (it holds binary data); pass the labels CSV")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{csv_path}: this is not a UTF-8 CSV file ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
+
+
+def _read_records(text: str, csv_path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the data rows and the line of each row; blank rows are skipped."""
+    # NOTE: the csv module rather than pandas, which skips blank lines without a trace (so line
+    # numbers drift), renames repeated columns to "Action.1" and pads short rows silently.
+    header, header_line, records, lines = None, 0, [], []
+    for row, line in _rows_with_lines(text, csv_path):
+        if header is None:
+            header, header_line = row, line
+        elif len(row) != len(header):
+            raise DataError(
+                f"{csv_path}: line {line} has {len(row)} fields but the header (line {header_line}) has "
+                f"{len(header)}; every row needs one value per column (look for a stray comma or an unclosed quote)"
+            )
+        else:
+            records.append(row)
+            lines.append(line)
+    return header or [], records, lines
+
+
+def _rows_with_lines(text: str, csv_path: Path):
+    """Each non-blank CSV record with the line it starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    start = 1
+    try:
+        for row in reader:
+            # No value of this format spans lines: a record that does has an unclosed quote, which
+            # would otherwise swallow the next rows without a word.
+            if reader.line_num > start:
+                raise DataError(
+                    f"{csv_path}: line {start}: a quoted value runs on to line {reader.line_num}; close the quote"
+                )
+            if any(field.strip() for field in row):
+                yield row, start
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{csv_path}: line {reader.line_num}: this is not a valid CSV file ({exc})") from exc
+
+
+def _check_header(columns: list[str], csv_path: Path) -> None:
+    if ID_COLUMN not in columns:
+        found = ", ".join(columns[:8]) or "none"
+        raise DataError(
+            f"{csv_path}: no '{ID_COLUMN}' column (columns found: {found}); the first line must be a "
+            f"header such as Id,Genre,Action,Comedy,..."
+        )
+    for k, name in enumerate(columns):
+        if not name:
+            raise DataError(f"{csv_path}: column {k + 1} of the header has no name; name it or remove it")
+        if name in columns[:k]:
+            raise DataError(
+                f"{csv_path}: column '{name}' appears twice in the header (columns {columns.index(name) + 1} "
+                f"and {k + 1}); keep one"
+            )
+
+
+def _line(table: pd.DataFrame, row: int) -> int:
+    return int(table.index[row])
 
 
 def _listing(ids: list[str]) -> str:
@@ -149,7 +212,7 @@ def parse_genre_columns(table: pd.DataFrame, genres: list[str], csv_path: Path) 
         value = values.iat[r, c]
         more = f" ({len(rows) - 1} more bad cells)" if len(rows) > 1 else ""
         raise DataError(
-            f"{csv_path}: line {_line(r)}, id {table[ID_COLUMN].iat[r]}, column {genres[c]}: "
+            f"{csv_path}: line {_line(table, r)}, id {table[ID_COLUMN].iat[r]}, column {genres[c]}: "
             f"value {value!r} is not 0 or 1{more}; genre columns must hold 0 or 1"
         )
     return (values == "1").astype("int8")
@@ -160,10 +223,12 @@ def check_genre_lists(table: pd.DataFrame, labels: pd.DataFrame, csv_path: Path)
     if GENRE_LIST_COLUMN not in table.columns:
         return []
     genres = list(labels.columns)
+    # A NumPy array, not labels.iloc[r]: a pandas row lookup per CSV row took over a second on 7,000 rows.
+    rows = labels.to_numpy()
     disagreeing = []
     for r, text in enumerate(table[GENRE_LIST_COLUMN]):
         listed = _parse_genre_list(text)
-        marked = {g for g, v in zip(genres, labels.iloc[r], strict=True) if v}
+        marked = {g for g, v in zip(genres, rows[r], strict=True) if v}
         if listed is None or listed != marked:
             disagreeing.append((r, listed, marked))
     if not disagreeing:
@@ -172,7 +237,7 @@ def check_genre_lists(table: pd.DataFrame, labels: pd.DataFrame, csv_path: Path)
     more = f" ({len(disagreeing) - 1} more rows disagree)" if len(disagreeing) > 1 else ""
     listed_text = "unreadable" if listed is None else sorted(listed)
     return [
-        f"{csv_path}: line {_line(r)}, id {table[ID_COLUMN].iat[r]}, column {GENRE_LIST_COLUMN}: "
+        f"{csv_path}: line {_line(table, r)}, id {table[ID_COLUMN].iat[r]}, column {GENRE_LIST_COLUMN}: "
         f"lists {listed_text} but the 0/1 columns mark {sorted(marked)}{more}; "
         "the 0/1 columns are used, fix the CSV if they are wrong"
     ]
@@ -199,7 +264,7 @@ def merge_duplicate_ids(
     empty = ids == ""
     if empty.any():
         r = int(empty.to_numpy().nonzero()[0][0])
-        raise DataError(f"{csv_path}: line {_line(r)}: empty {ID_COLUMN}; every row needs an id")
+        raise DataError(f"{csv_path}: line {_line(table, r)}: empty {ID_COLUMN}; every row needs an id")
     labels = labels.set_axis(ids.to_numpy(), axis=0)
     labels.index.name = ID_COLUMN
     repeated = ids.duplicated(keep=False)
@@ -209,7 +274,7 @@ def merge_duplicate_ids(
     for id_ in duplicate_ids:
         rows = labels.loc[[id_]]
         if (rows != rows.iloc[0]).to_numpy().any():
-            lines = [_line(r) for r in (ids == id_).to_numpy().nonzero()[0]]
+            lines = [_line(table, r) for r in (ids == id_).to_numpy().nonzero()[0]]
             raise DataError(
                 f"{csv_path}: id {id_} appears on lines {', '.join(map(str, lines))} with different "
                 "genres; keep one row per id"
@@ -247,7 +312,7 @@ def load_dataset(
     table, genres = read_label_table(csv_path)
     labels = parse_genre_columns(table, genres, csv_path)
     warnings = check_genre_lists(table, labels, csv_path)
-    row_labels = labels
+    row_labels = labels.reset_index(drop=True)
     labels, duplicate_ids, n_duplicate_rows = merge_duplicate_ids(table, labels, csv_path)
     if duplicate_ids:
         warnings.append(

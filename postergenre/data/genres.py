@@ -47,7 +47,7 @@ def select_genres(labels: pd.DataFrame, min_positives: int = DEFAULT_MIN_POSITIV
     if not kept:
         from postergenre.errors import DataError
 
-        raise DataError(
-            f"no genre has {min_positives} or more positives; lower --min-positives or use a larger dataset"
-        )
+        # Name every genre's reason: "N/A" alone, say, is left out whatever its count.
+        reasons = "; ".join(f"{g} ({why})" for g, why in dropped.items()) or "no genre columns"
+        raise DataError(f"no genre is left to train on: {reasons}; lower --min-positives or use a larger dataset")
     return selection

@@ -30,7 +30,8 @@ def open_rgb(source, *, name: str | None = None) -> Image.Image:
     Raises :class:`ImageError` naming the file for anything that is not a complete, decodable
     image: a non-image, a truncated JPEG, zero bytes, or an oversized one.
     """
-    name = name or str(source)
+    # A file object's repr ("<_io.BytesIO object at 0x...>") names nothing a user knows.
+    name = name or (str(source) if isinstance(source, str | os.PathLike) else getattr(source, "name", "image data"))
     try:
         with Image.open(source) as image:
             width, height = image.size
@@ -71,8 +72,14 @@ def scan_image(id_: str, path: Path) -> ImageRecord:
     """Size, content digest and perceptual hash of one file; ``error`` set if it will not decode."""
     import imagehash
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        # Gone since the folder was listed, unreadable, or a folder: record it like any bad poster.
+        return ImageRecord(id_, path, 0, "", error=f"cannot read the file ({exc.strerror})")
     digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return ImageRecord(id_, path, 0, digest, error="empty file (0 bytes)")
     try:
         with Image.open(path) as image:
             width, height = image.size
