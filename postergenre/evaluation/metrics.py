@@ -57,18 +57,7 @@ def evaluate_scores(
     warnings = _reliability_warnings(genres, positives, negatives, min_positives)
 
     y_pred = y_score >= thresholds
-    per_genre = [
-        {
-            "genre": genre,
-            "positives": int(positives[g]),
-            "prevalence": float(positives[g] / len(y_true)),
-            "train_prevalence": float(train_prevalence[g]),
-            **figures,
-            "threshold": float(thresholds[g]),
-            "flagged": bool(flagged[g]),
-        }
-        for g, (genre, figures) in enumerate(zip(genres, per_genre_figures(y_true, y_score, y_pred), strict=True))
-    ]
+    per_genre = _per_genre_rows(genres, y_true, y_score, y_pred, thresholds, train_prevalence, flagged)
     result = {
         **headline_figures(y_true, y_score, y_pred, in_macro, per_genre),
         "n_samples": len(y_true),
@@ -203,6 +192,23 @@ def baseline_figures(y_true, genres: list[str], train_prevalence, in_macro) -> d
         result[baseline.name] = {"description": baseline.description, **figures}
     result["top3"]["genres"] = [genres[g] for g in top_genres(train_prevalence)]
     return result
+
+
+def _per_genre_rows(genres, y_true, y_score, y_pred, thresholds, train_prevalence, flagged) -> list[dict]:
+    positives = y_true.sum(axis=0)
+    figures = per_genre_figures(y_true, y_score, y_pred)
+    return [
+        {
+            "genre": genre,
+            "positives": int(positives[g]),
+            "prevalence": float(positives[g] / len(y_true)),
+            "train_prevalence": float(train_prevalence[g]),
+            **figures[g],
+            "threshold": float(thresholds[g]),
+            "flagged": bool(flagged[g]),
+        }
+        for g, genre in enumerate(genres)
+    ]
 
 
 def _reliability_warnings(genres, positives, negatives, min_positives) -> list[str]:
