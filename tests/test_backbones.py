@@ -19,6 +19,9 @@ ALL = list_backbones()
 BUNDLED = [name for name in ALL if registry.REGISTRY[name].weights == "bundled"]
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 504}  # espresso, coffee mug
+# Parameter counts of the reference implementations, ImageNet classifier included: torchvision's
+# mobilenet_v2 and vgg16, and Keras' ResNet50V2 (25,613,800 less its 45,440 batch-norm statistics).
+REFERENCE_PARAMETERS = {"mobilenet_v2": 3_504_872, "resnet50v2": 25_568_360, "vgg16": 138_357_544}
 
 
 def _refuse_connect(*args, **kwargs):
@@ -86,6 +89,13 @@ def test_forward_shapes(backbone):
     assert maps.ndim == 4 and maps.shape[0] == 2
     assert features.shape == (2, backbone.num_features)
     assert torch.isfinite(maps).all() and torch.isfinite(features).all()
+
+
+def test_parameter_count_matches_the_reference(backbone):
+    """Check the hand-written networks have exactly the reference implementation's parameter count."""
+    if backbone.name not in REFERENCE_PARAMETERS:
+        pytest.skip("the efficientnet_lite_pytorch layers are checked by loading their weights strictly")
+    assert sum(p.numel() for p in backbone.parameters()) == REFERENCE_PARAMETERS[backbone.name]
 
 
 def test_stages_are_named_and_hold_the_gradcam_layer(backbone):
