@@ -52,9 +52,9 @@ def tiny_backbone(monkeypatch):
 
     real_forward = extract_module.forward
 
-    def spy(engine, inputs, flip):
+    def spy(engine, inputs, mirror):
         computed.append(len(inputs))
-        return real_forward(engine, inputs, flip)
+        return real_forward(engine, inputs, mirror)
 
     monkeypatch.setattr(extract_module, "_build_backbone", build)
     monkeypatch.setattr(extract_module, "forward", spy)
@@ -105,16 +105,27 @@ def test_changed_image_recomputes_only_it(tiny_backbone, posters, tmp_path):
 
 
 def test_changed_preprocessing_or_weights_make_new_entries(tiny_backbone, posters, tmp_path):
-    """Check that other preprocessing, flip or weights compute anew, and leave the first cache intact."""
+    """Check that other preprocessing or weights compute anew, and leave the first cache intact."""
     base = TinyBackbone().preprocessing
-    extract(posters, tmp_path, preprocessing=base)
+    first = extract(posters, tmp_path, preprocessing=base)
     padded = extract(posters, tmp_path, preprocessing=base.with_policy("pad"))
-    extract(posters, tmp_path, preprocessing=base, flip=True)
-    extract(posters, tmp_path, preprocessing=base, weights=1)
+    reweighted = extract(posters, tmp_path, preprocessing=base, weights=1)
     again = extract(posters, tmp_path, preprocessing=base)
-    assert tiny_backbone == [6, 6, 6, 6]
+    assert tiny_backbone == [6, 6, 6]
     assert padded.spec["preprocessing"]["resize"] == "pad"
+    assert reweighted.spec["weights"] != first.spec["weights"]
+    assert not np.allclose(first.values, padded.values) and not np.allclose(first.values, reweighted.values)
     assert again.spec["n_computed"] == 0
+
+
+def test_flip_computes_only_the_mirrors(tiny_backbone, posters, tmp_path):
+    """Check that turning flip on after a plain run computes just the mirror images, and off again nothing."""
+    plain = extract(posters, tmp_path)
+    flipped = extract(posters, tmp_path, flip=True)
+    again = extract(posters, tmp_path)
+    assert tiny_backbone == [6, 6]
+    assert flipped.spec["flip"] and not np.allclose(plain.values, flipped.values)
+    np.testing.assert_array_equal(plain.values, again.values)
 
 
 def test_identical_posters_share_a_row(tiny_backbone, posters, tmp_path):
@@ -170,9 +181,10 @@ def test_default_policy_keeps_the_whole_poster(tiny_backbone, posters, tmp_path)
     assert pre["resize"] == extract_module.POSTER_RESIZE
 
 
-def test_values_are_read_only(tiny_backbone, posters, tmp_path):
+@pytest.mark.parametrize("flip", [False, True])
+def test_values_are_read_only(tiny_backbone, posters, tmp_path, flip):
     """Check that returned features cannot be written through (they may map the cache file)."""
-    features = extract(posters, tmp_path)
+    features = extract(posters, tmp_path, flip=flip)
     with pytest.raises(ValueError, match="read-only"):
         features.values[0, 0] = 1.0
 
@@ -221,6 +233,7 @@ def test_cli_extracts_then_reuses(tiny_backbone, tiny_dataset, tmp_path, monkeyp
     assert f"cache: {tmp_path / 'cli-cache'}" in second
 
 
+@pytest.mark.slow
 def test_onnx_matches_pytorch_on_real_posters(tmp_path):
     """Check ONNX vs PyTorch parity (<= 1e-4) for efficientnet_lite0 on a few real poster thumbnails."""
     backbones = pytest.importorskip("postergenre.models.backbones")
@@ -229,7 +242,7 @@ def test_onnx_matches_pytorch_on_real_posters(tmp_path):
     paths = dict(sorted((p.stem, p) for p in (demo_dataset_root() / "images").glob("*.jpg"))[:4])
     features = extract_features(paths, "efficientnet_lite0", cache_dir=tmp_path, device="cpu", progress=False)
     assert features.spec["engine"] == "onnx"
-    backbone = backbones.create_backbone("efficientnet_lite0")
+    backbone = backbones.create_backbone("efficientnet_lite0").eval()
     pre = Preprocessing.from_dict(features.spec["preprocessing"])
     expected = np.stack([reference_features(backbone, paths[id_], pre) for id_ in features.ids])
     assert np.abs(np.asarray(features.values) - expected).max() <= 1e-4

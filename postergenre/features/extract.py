@@ -210,28 +210,53 @@ def make_engine(backbone, input_size: tuple[int, int], digest: str, *, device: s
     return TorchEngine(backbone, device)
 
 
-def forward(engine, inputs: np.ndarray, flip: bool) -> np.ndarray:
-    """Pooled features of a batch; with ``flip``, the mean of the poster's and its mirror image's."""
-    if not flip:
-        return engine(inputs)
-    both = engine(np.concatenate([inputs, inputs[..., ::-1]]))
-    return (both[: len(inputs)] + both[len(inputs) :]) / 2
+def forward(engine, inputs: np.ndarray, mirror: bool) -> np.ndarray:
+    """Pooled features of a batch, or of its horizontal mirror images."""
+    return engine(np.ascontiguousarray(inputs[..., ::-1]) if mirror else inputs)
 
 
 def compute_missing(
-    store: FeatureStore, items: list[tuple[str, Path]], engine, preprocessing, *, flip, batch_size, progress, workers
+    stores: dict[str, FeatureStore],
+    items: list[tuple[str, Path]],
+    engine,
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    progress: bool,
+    workers: int,
 ) -> dict[str, str]:
-    """Compute and store features for ``items`` (digest, path); returns failures by digest."""
+    """Compute and store the features of ``items`` (digest, path) that each view's store lacks;
+    returns failures by digest. Each poster is decoded once for all views."""
     from tqdm.auto import tqdm
 
+    missing = {view: set(store.missing(d for d, _ in items)) for view, store in stores.items()}
     failures = {}
-    with tqdm(total=len(items), desc=f"features {store.spec['backbone']}", unit="img", disable=not progress) as bar:
+    backbone = next(iter(stores.values())).spec["backbone"]
+    with tqdm(total=len(items), desc=f"features {backbone}", unit="img", disable=not progress) as bar:
         for digests, inputs, failed in decoded_batches(items, preprocessing, batch_size, workers):
-            if inputs is not None:
-                store.append(digests, forward(engine, inputs, flip))
+            for view, store in stores.items():
+                chosen = [i for i, d in enumerate(digests) if d in missing[view]]
+                if chosen:
+                    store.append([digests[i] for i in chosen], forward(engine, inputs[chosen], view == "mirror"))
             failures.update(failed)
             bar.update(len(digests) + len(failed))
     return failures
+
+
+def open_stores(root: Path, spec: dict, flip: bool) -> dict[str, FeatureStore]:
+    """One store per view the features need. The mirror images' features are kept apart from the
+    posters', so that turning ``flip`` on computes only the mirrors and turning it off computes nothing."""
+    views = ["plain", "mirror"] if flip else ["plain"]
+    return {view: FeatureStore(root / "features", dict(spec, view=view)) for view in views}
+
+
+def read_features(stores: dict[str, FeatureStore], digests: list[str]) -> np.ndarray:
+    """The posters' features, or with a mirror store, the mean of poster and mirror (read-only either way)."""
+    if len(stores) == 1:
+        return stores["plain"].read(digests)
+    values = (np.asarray(stores["plain"].read(digests)) + stores["mirror"].read(digests)) / 2
+    values.setflags(write=False)
+    return values
 
 
 def extract_features(
@@ -260,33 +285,32 @@ def extract_features(
     workers = min(4, os.cpu_count() or 1)
     start = time.perf_counter()
 
-    model = _build_backbone(backbone, weights=weights)
+    model = _build_backbone(backbone, weights=weights).eval()
     preprocessing = preprocessing or poster_preprocessing(model.preprocessing)
     digest = _weights_digest(model)
     spec = {
         "backbone": backbone,
         "weights": digest,
         "preprocessing": preprocessing.to_dict(),
-        "flip": bool(flip),
         "num_features": int(model.num_features),
     }
-    store = FeatureStore(root / "features", spec)
+    stores = open_stores(root, spec, flip)
 
     digests, failed = hash_files(image_paths, workers)
     paths = {d: image_paths[id_] for id_, d in reversed(digests.items())}
-    todo = store.missing(digests.values())
+    todo = list(dict.fromkeys(d for store in stores.values() for d in store.missing(digests.values())))
     engine_name, failures = "cache", {}
     if todo:
         engine = make_engine(model, preprocessing.input_size, digest, device=device, root=root)
         engine_name = engine.name
         items = [(d, paths[d]) for d in todo]
         failures = compute_missing(
-            store, items, engine, preprocessing, flip=flip, batch_size=batch_size, progress=progress, workers=workers
+            stores, items, engine, preprocessing, batch_size=batch_size, progress=progress, workers=workers
         )
         failed.update({id_: failures[d] for id_, d in digests.items() if d in failures})
 
     ids = [id_ for id_ in image_paths if id_ not in failed]
-    values = store.read([digests[id_] for id_ in ids])
+    values = read_features(stores, [digests[id_] for id_ in ids])
     computed = set(todo)
     counts = {
         "n_cached": sum(digests[i] not in computed for i in ids),
@@ -300,9 +324,10 @@ def extract_features(
         len(failed),
         time.perf_counter() - start,
         engine_name,
-        store.folder,
+        root / "features",
     )
-    return FeatureSet(ids, values, failed, dict(spec, engine=engine_name, cache=str(store.folder), **counts))
+    spec = dict(spec, flip=bool(flip), engine=engine_name, cache=str(root / "features"), **counts)
+    return FeatureSet(ids, values, failed, spec)
 
 
 def _weights_digest(model) -> str:
