@@ -70,9 +70,14 @@ def print_summary(features, seconds: float, preprocessing, flip: bool) -> None:
         f"{spec['backbone']} features, {preprocessing.resize} {height}x{width}{' + flip' if flip else ''}: "
         f"{len(features)} posters x {spec['num_features']}"
     )
+    rate = (
+        f"{spec['n_computed'] / seconds:.1f} img/s computed with {spec['engine']}"
+        if spec["n_computed"]
+        else "all cached"
+    )
     print(
         f"  {spec['n_cached']} cached, {spec['n_computed']} computed, {len(features.failed)} failed "
-        f"in {seconds:.1f} s ({spec['n_computed'] / seconds:.1f} img/s computed; {spec['engine']})"
+        f"in {seconds:.1f} s ({rate})"
     )
     for id_, reason in list(features.failed.items())[:10]:
         print(f"  failed {id_}: {reason}")

@@ -1,7 +1,7 @@
 """Pooled backbone features for many posters, computed once and cached on disk.
 
 The steps of :func:`extract_features`: hash every file's bytes, look the hashes up in the cache
-folder of this spec (backbone, weights, preprocessing, flip), and compute only the missing ones:
+folder of this spec (backbone, weights, preprocessing; mirror images apart), and compute only the missing ones:
 threads decode and resize posters while the backbone (ONNX Runtime on a CPU, PyTorch on a GPU)
 runs on the previous batch, and each batch is appended to the cache as soon as it is done.
 """
