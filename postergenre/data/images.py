@@ -24,8 +24,11 @@ class ImageError(PosterGenreError):
     """A file that cannot be decoded as an image."""
 
 
-def open_rgb(source, *, name: str | None = None) -> Image.Image:
+def open_rgb(source, *, name: str | None = None, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image file (a path or a binary file object) fully, as RGB.
+
+    ``draft`` (width, height): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale, never below this
+    size; much faster for large posters that are only going to be shrunk.
 
     Raises :class:`ImageError` naming the file for anything that is not a complete, decodable
     image: a non-image, a truncated JPEG, zero bytes, or an oversized one.
@@ -40,6 +43,8 @@ def open_rgb(source, *, name: str | None = None) -> Image.Image:
                     f"{name}: declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}; "
                     "resize the image before using it"
                 )
+            if draft is not None:
+                image.draft("RGB", draft)
             image.load()
             return image.convert("RGB")
     except ImageError:

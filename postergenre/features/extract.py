@@ -1,0 +1,336 @@
+"""Pooled backbone features for many posters, computed once and cached on disk.
+
+The steps of :func:`extract_features`: hash every file's bytes, look the hashes up in the cache
+folder of this spec (backbone, weights, preprocessing; mirror images apart), and compute only the missing ones:
+threads decode and resize posters while the backbone (ONNX Runtime on a CPU, PyTorch on a GPU)
+runs on the previous batch, and each batch is appended to the cache as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from postergenre.data.images import ImageError, open_rgb
+from postergenre.features import cache as _cache
+from postergenre.features.cache import FeatureStore, file_digest
+from postergenre.models.preprocessing import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+# The input that gave the best validation AUC for posters in benchmarks/crop_vs_whole.py: the whole
+# poster stretched to a 2:3 input, rather than ImageNet's centre crop, which cuts titles and faces off.
+POSTER_RESIZE = "stretch"
+POSTER_ASPECT = 1.5  # height / width of a typical poster
+# Whether the default pipeline averages each poster's features with its mirror's (test-time flip).
+DEFAULT_FLIP = False
+
+
+@dataclass
+class FeatureSet:
+    """Pooled features of posters: ``values[i]`` belongs to ``ids[i]``.
+
+    ``values`` is float32 ``(n_samples, num_features)`` and may be a read-only memory map of the
+    cache. Posters that could not be read or decoded are left out of ``ids`` and listed in
+    ``failed`` with the reason. ``spec`` says how the features were made.
+    """
+
+    ids: list[str]
+    values: np.ndarray
+    failed: dict[str, str] = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, ids: Iterable[str]) -> np.ndarray:
+        """The rows for ``ids``, in that order."""
+        position = {id_: i for i, id_ in enumerate(self.ids)}
+        ids = list(ids)
+        absent = [id_ for id_ in ids if id_ not in position]
+        if absent:
+            raise KeyError(f"no features for {len(absent)} id(s), e.g. {', '.join(absent[:5])}")
+        return np.asarray(self.values[[position[id_] for id_ in ids]])
+
+
+def _build_backbone(name: str, *, pretrained: bool = True, weights=None):
+    from postergenre.models.backbones import create_backbone
+
+    return create_backbone(name, pretrained=pretrained, weights=weights)
+
+
+def poster_preprocessing(native: Preprocessing, resize: str | None = None) -> Preprocessing:
+    """The backbone's own preprocessing (from its weights) with a resize policy for posters (default:
+    the one measured best); ``stretch`` also makes the input 2:3, like a poster."""
+    resize = resize or POSTER_RESIZE
+    if resize == "stretch":
+        width = native.input_size[1]
+        # A multiple of 32 keeps every stride-2 stage of the network at an even size.
+        height = 32 * math.floor(width * POSTER_ASPECT / 32)
+        return native.with_policy("stretch", (height, width))
+    return native.with_policy(resize)
+
+
+def default_preprocessing(backbone: str, *, resize: str | None = None) -> Preprocessing:
+    """The measured best preprocessing for posters with this backbone, or its own with another ``resize``."""
+    return poster_preprocessing(_build_backbone(backbone, pretrained=False).preprocessing, resize)
+
+
+def draft_size(preprocessing: Preprocessing) -> tuple[int, int]:
+    """The smallest (width, height) a poster may be decoded at without losing detail the resize keeps."""
+    height, width = preprocessing.input_size
+    if preprocessing.resize == "center_crop":
+        side = math.ceil(max(height, width) / preprocessing.crop_fraction)
+        return side, side
+    return width, height
+
+
+def load_input(source, preprocessing: Preprocessing, *, name: str | None = None) -> np.ndarray:
+    """A poster file (path or bytes) as the network's float32 ``(3, h, w)`` input; raises ImageError."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    image = open_rgb(source, name=name, draft=draft_size(preprocessing))
+    return preprocessing(image)
+
+
+def hash_files(image_paths: dict[str, Path], workers: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Content digests by id, and the ids whose files could not be read, with the reason."""
+
+    def digest(path: Path) -> str | Exception:
+        try:
+            return file_digest(Path(path).read_bytes())
+        except OSError as exc:
+            return exc
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(digest, image_paths.values()))
+    digests, failed = {}, {}
+    for (id_, path), result in zip(image_paths.items(), results, strict=True):
+        if isinstance(result, Exception):
+            failed[id_] = f"{path}: cannot be read ({result.strerror or result})"
+        else:
+            digests[id_] = result
+    return digests, failed
+
+
+def _decode(digest: str, path: Path, preprocessing: Preprocessing) -> np.ndarray | str:
+    """The network input for one file, or why there is none."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    if file_digest(data) != digest:
+        return f"{path}: changed while features were being extracted; run again"
+    try:
+        return load_input(data, preprocessing, name=str(path))
+    except ImageError as exc:
+        return str(exc)
+
+
+def decoded_batches(
+    items: list[tuple[str, Path]], preprocessing: Preprocessing, batch_size: int, workers: int
+) -> Iterator[tuple[list[str], np.ndarray | None, dict[str, str]]]:
+    """(digests, inputs, failures by digest) per batch of ``items`` (digest, path), decoded in threads.
+
+    At most three batches are in flight, so that memory stays bounded however many posters there
+    are, while the threads decode the next batches during the forward pass of this one.
+    """
+    queue = iter(items)
+    with ThreadPoolExecutor(workers) as pool:
+
+        def submit(n: int) -> list:
+            return [(d, pool.submit(_decode, d, p, preprocessing)) for _, (d, p) in zip(range(n), queue, strict=False)]
+
+        pending = deque(submit(3 * batch_size))
+        while pending:
+            digests, arrays, failures = [], [], {}
+            for _ in range(min(batch_size, len(pending))):
+                digest, future = pending.popleft()
+                pending.extend(submit(1))
+                result = future.result()
+                if isinstance(result, str):
+                    failures[digest] = result
+                else:
+                    digests.append(digest)
+                    arrays.append(result)
+            yield digests, (np.stack(arrays) if arrays else None), failures
+
+
+class OnnxEngine:
+    """The backbone's pooled forward through ONNX Runtime (CPU)."""
+
+    name = "onnx"
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input": inputs})[0]
+
+
+class TorchEngine:
+    """The backbone's pooled forward in PyTorch, on a GPU or (as a fallback) the CPU."""
+
+    name = "torch"
+
+    def __init__(self, backbone, device: str):
+        self.backbone = backbone.eval().to(device)
+        self.device = device
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.backbone(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
+
+
+def make_engine(backbone, input_size: tuple[int, int], digest: str, *, device: str | None, root: Path):
+    """ONNX Runtime on a CPU (exported once, cached under ``root``); PyTorch on a GPU."""
+    import torch
+
+    from postergenre.features.onnx_export import onnx_backbone
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        session = onnx_backbone(root, backbone, input_size, digest)
+        if session is not None:
+            return OnnxEngine(session)
+    elif not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+    return TorchEngine(backbone, device)
+
+
+def forward(engine, inputs: np.ndarray, mirror: bool) -> np.ndarray:
+    """Pooled features of a batch, or of its horizontal mirror images."""
+    return engine(np.ascontiguousarray(inputs[..., ::-1]) if mirror else inputs)
+
+
+def compute_missing(
+    stores: dict[str, FeatureStore],
+    items: list[tuple[str, Path]],
+    engine,
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    progress: bool,
+    workers: int,
+) -> dict[str, str]:
+    """Compute and store the features of ``items`` (digest, path) that each view's store lacks;
+    returns failures by digest. Each poster is decoded once for all views."""
+    from tqdm.auto import tqdm
+
+    missing = {view: set(store.missing(d for d, _ in items)) for view, store in stores.items()}
+    failures = {}
+    backbone = next(iter(stores.values())).spec["backbone"]
+    with tqdm(total=len(items), desc=f"features {backbone}", unit="img", disable=not progress) as bar:
+        for digests, inputs, failed in decoded_batches(items, preprocessing, batch_size, workers):
+            for view, store in stores.items():
+                chosen = [i for i, d in enumerate(digests) if d in missing[view]]
+                if chosen:
+                    store.append([digests[i] for i in chosen], forward(engine, inputs[chosen], view == "mirror"))
+            failures.update(failed)
+            bar.update(len(digests) + len(failed))
+    return failures
+
+
+def open_stores(root: Path, spec: dict, flip: bool) -> dict[str, FeatureStore]:
+    """One store per view the features need. The mirror images' features are kept apart from the
+    posters', so that turning ``flip`` on computes only the mirrors and turning it off computes nothing."""
+    views = ["plain", "mirror"] if flip else ["plain"]
+    return {view: FeatureStore(root / "features", dict(spec, view=view)) for view in views}
+
+
+def read_features(stores: dict[str, FeatureStore], digests: list[str]) -> np.ndarray:
+    """The posters' features, or with a mirror store, the mean of poster and mirror (read-only either way)."""
+    if len(stores) == 1:
+        return stores["plain"].read(digests)
+    values = (np.asarray(stores["plain"].read(digests)) + stores["mirror"].read(digests)) / 2
+    values.setflags(write=False)
+    return values
+
+
+def extract_features(
+    image_paths: dict[str, Path],
+    backbone: str,
+    *,
+    preprocessing: Preprocessing | None = None,
+    flip: bool = False,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    device: str | None = None,
+    weights=None,
+) -> FeatureSet:
+    """Pooled ``backbone`` features of the posters ``image_paths`` ({id: file}), from the cache where it has them.
+
+    ``preprocessing`` defaults to the backbone's own with the policy measured best for posters;
+    ``flip`` averages each poster's features with its mirror image's. ``cache_dir`` defaults to
+    :func:`~postergenre.features.cache.cache_dir`. ``device``: ``"cpu"`` (ONNX Runtime), ``"cuda"``
+    (PyTorch); default the GPU if there is one. Posters that cannot be read are reported in
+    ``failed``; the others are still returned.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    root = Path(cache_dir) if cache_dir is not None else _cache.cache_dir()
+    workers = min(4, os.cpu_count() or 1)
+    start = time.perf_counter()
+
+    model = _build_backbone(backbone, weights=weights).eval()
+    preprocessing = preprocessing or poster_preprocessing(model.preprocessing)
+    digest = _weights_digest(model)
+    spec = {
+        "backbone": backbone,
+        "weights": digest,
+        "preprocessing": preprocessing.to_dict(),
+        "num_features": int(model.num_features),
+    }
+    stores = open_stores(root, spec, flip)
+
+    digests, failed = hash_files(image_paths, workers)
+    paths = {d: image_paths[id_] for id_, d in reversed(digests.items())}
+    todo = list(dict.fromkeys(d for store in stores.values() for d in store.missing(digests.values())))
+    engine_name, failures = "cache", {}
+    if todo:
+        engine = make_engine(model, preprocessing.input_size, digest, device=device, root=root)
+        engine_name = engine.name
+        items = [(d, paths[d]) for d in todo]
+        failures = compute_missing(
+            stores, items, engine, preprocessing, batch_size=batch_size, progress=progress, workers=workers
+        )
+        failed.update({id_: failures[d] for id_, d in digests.items() if d in failures})
+
+    ids = [id_ for id_ in image_paths if id_ not in failed]
+    values = read_features(stores, [digests[id_] for id_ in ids])
+    computed = set(todo)
+    counts = {
+        "n_cached": sum(digests[i] not in computed for i in ids),
+        "n_computed": sum(digests[i] in computed for i in ids),
+    }
+    logger.info(
+        "%s features: %d cached, %d computed, %d failed, in %.1f s (%s); cache %s",
+        backbone,
+        counts["n_cached"],
+        counts["n_computed"],
+        len(failed),
+        time.perf_counter() - start,
+        engine_name,
+        root / "features",
+    )
+    spec = dict(spec, flip=bool(flip), engine=engine_name, cache=str(root / "features"), **counts)
+    return FeatureSet(ids, values, failed, spec)
+
+
+def _weights_digest(model) -> str:
+    from postergenre.features.onnx_export import weights_digest
+
+    return weights_digest(model)
