@@ -51,25 +51,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {item}: no such file or folder", file=sys.stderr)
     predictor = Predictor.load(args.run_dir)
     progress = len(paths) > args.batch_size and not args.quiet
-    frame = predictor.predict_images(paths, batch_size=args.batch_size, progress=progress)
-    for reason in frame.attrs.get("failed", {}).values():
+    scores = predictor.score_paths(paths, batch_size=args.batch_size, progress=progress)
+    for reason in scores.failed.values():
         print(f"skipped: {reason}", file=sys.stderr)
-    if frame.empty:
+    if not scores.paths:
         raise PosterGenreError("no image could be scored; give JPEG, PNG or WebP posters")
-    rows = prediction_rows(frame, predictor.genres, args.top)
+    rows = prediction_rows(scores, predictor.genres, args.top)
     sys.stdout.write(FORMATTERS[args.format](rows, predictor.genres))
     return 0
 
 
-def prediction_rows(frame, genres: list[str], top: int) -> list[dict]:
+def prediction_rows(scores, genres: list[str], top: int) -> list[dict]:
     """One dict per image: the predicted genres, the top-K (genre, probability) and every probability."""
     rows = []
-    for image, row in frame.iterrows():
-        probabilities = {g: float(row[g]) for g in genres}
+    for image, values, predicted in zip(scores.paths, scores.probabilities, scores.predicted, strict=True):
+        probabilities = {g: float(p) for g, p in zip(genres, values, strict=True)}
         ranked = sorted(probabilities.items(), key=lambda item: -item[1])[:top]
-        rows.append(
-            {"image": str(image), "genres": list(row["predicted"]), "top": ranked, "probabilities": probabilities}
-        )
+        rows.append({"image": image, "genres": predicted, "top": ranked, "probabilities": probabilities})
     return rows
 
 

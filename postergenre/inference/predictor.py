@@ -105,6 +105,16 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class Scores:
+    """Scored images: their paths, probabilities (N, G), predicted genres, and the unreadable ones."""
+
+    paths: list[str]
+    probabilities: np.ndarray
+    predicted: list[list[str]]
+    failed: dict[str, str]
+
+
 class Predictor:
     """Genre probabilities and decisions for poster images, from a run folder.
 
@@ -161,23 +171,32 @@ class Predictor:
         be read are logged, skipped and listed in ``frame.attrs["failed"]`` ({path: reason}).
         """
         import pandas as pd
-        from tqdm.auto import tqdm
 
+        result = self.score_paths(paths, batch_size=batch_size, progress=progress)
+        frame = pd.DataFrame(result.probabilities, index=pd.Index(result.paths, name="image"), columns=self.genres)
+        frame["predicted"] = result.predicted
+        frame.attrs["failed"] = result.failed
+        return frame
+
+    def score_paths(self, paths, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> Scores:
+        """Like :meth:`predict_images`, as plain arrays: the command line skips importing pandas."""
         paths = [str(p) for p in paths]
         scored, probabilities, failed = [], [], {}
-        with tqdm(total=len(paths), desc="scoring posters", unit="img", disable=not progress) as bar:
-            for start in range(0, len(paths), batch_size):
-                chunk = paths[start : start + batch_size]
-                names, batch = self._load_batch(chunk, failed)
-                if names:
-                    probabilities.append(self.model.probabilities(self.features(batch)))
-                    scored.extend(names)
+        bar = _progress_bar(len(paths), progress)
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            names, batch = self._load_batch(chunk, failed)
+            if names:
+                probabilities.append(self.model.probabilities(self.features(batch)))
+                scored.extend(names)
+            if bar is not None:
                 bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
         values = np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.genres)))
-        frame = pd.DataFrame(values, index=pd.Index(scored, name="image"), columns=self.genres)
-        frame["predicted"] = [list(np.asarray(self.genres)[row >= self.thresholds]) for row in values]
-        frame.attrs["failed"] = failed
-        return frame
+        genres = np.asarray(self.genres)
+        predicted = [list(genres[row >= self.thresholds]) for row in values]
+        return Scores(scored, values, predicted, failed)
 
     def _load_batch(self, paths: list[str], failed: dict[str, str]) -> tuple[list[str], np.ndarray]:
         from postergenre.data.images import ImageError, open_rgb
@@ -192,6 +211,15 @@ class Predictor:
                 continue
             names.append(path)
         return names, np.stack(arrays) if arrays else np.zeros((0,))
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    # The plain tqdm: tqdm.auto's notebook detection costs a tenth of a second at start-up.
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="scoring posters", unit="img")
 
 
 def open_session(onnx_path: Path, threads: int | None = None):
