@@ -1,0 +1,159 @@
+"""Heads: small networks that turn a backbone's pooled features into one logit per genre.
+
+Every head carries the feature standardisation (mean and std of the training features) and a
+per-genre logit offset inside it, so a saved head maps raw pooled features straight to logits:
+
+    logits = layers((features - feature_mean) / feature_std) + logit_offset
+
+The offset is zero for a multi-label head; a per-genre head trained on balanced samples stores
+its prior correction there (see :mod:`postergenre.training.per_genre`).
+
+Tensor names are part of the saved-model format: :mod:`postergenre.inference.predictor` runs the
+same arithmetic in NumPy from ``model.safetensors``, without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+HEAD_TYPES = ("linear", "mlp", "per_genre_mlp")
+DEFAULT_HIDDEN = 512
+DEFAULT_DROPOUT = 0.3
+# Features with (almost) no spread in training would blow up when divided by their std.
+MIN_FEATURE_STD = 1e-6
+
+
+class _Standardised(nn.Module):
+    """Shared part of every head: the standardisation buffers and the logit offset."""
+
+    def __init__(self, num_features: int, num_genres: int):
+        super().__init__()
+        self.num_features, self.num_genres = num_features, num_genres
+        self.register_buffer("feature_mean", torch.zeros(num_features))
+        self.register_buffer("feature_std", torch.ones(num_features))
+        self.register_buffer("logit_offset", torch.zeros(num_genres))
+
+    def set_standardisation(self, features: np.ndarray | torch.Tensor) -> None:
+        """Take the mean and std of these (training) features, shape (N, num_features)."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        self.feature_mean.copy_(x.mean(0))
+        self.feature_std.copy_(x.std(0, unbiased=False).clamp_min(MIN_FEATURE_STD))
+
+    @torch.no_grad()
+    def init_output_bias(self, logits: np.ndarray) -> None:
+        """Start each genre's output bias at these logits (its prior log-odds): training then
+        begins from the base rate instead of spending its first epochs getting there."""
+        self.output_bias().copy_(torch.as_tensor(np.asarray(logits, dtype=np.float32)))
+
+    def output_bias(self) -> torch.Tensor:
+        return self.fc.bias
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feature_mean) / self.feature_std
+        return self.forward_head(x) + self.logit_offset
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LinearHead(_Standardised):
+    """One linear layer: logistic regression per genre on standardised features."""
+
+    kind = "linear"
+
+    def __init__(self, num_features: int, num_genres: int):
+        super().__init__(num_features, num_genres)
+        self.fc = nn.Linear(num_features, num_genres)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "num_features": self.num_features, "num_genres": self.num_genres}
+
+
+class MLPHead(_Standardised):
+    """One hidden ReLU layer shared by all genres, with dropout before each linear layer."""
+
+    kind = "mlp"
+
+    def __init__(
+        self, num_features: int, num_genres: int, hidden: int = DEFAULT_HIDDEN, dropout: float = DEFAULT_DROPOUT
+    ):
+        super().__init__(num_features, num_genres)
+        self.hidden_size, self.dropout_rate = hidden, dropout
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(num_features, hidden)
+        self.fc = nn.Linear(hidden, num_genres)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.relu(self.hidden(self.dropout(x)))))
+
+    def describe(self) -> dict:
+        return {
+            "type": self.kind,
+            "num_features": self.num_features,
+            "num_genres": self.num_genres,
+            "hidden": self.hidden_size,
+            "dropout": self.dropout_rate,
+        }
+
+
+class PerGenreMLPHead(MLPHead):
+    """A separate small MLP per genre, computed at once: ``hidden`` units of its own for each genre.
+
+    The hidden layer is one (D -> G*H) linear layer; genre g reads only its own H units, through
+    ``fc_weight[g]`` (G, H) and ``fc_bias[g]``. Nothing is shared between genres, so each genre's
+    model is what it would be if trained alone on its own balanced sample.
+    """
+
+    kind = "per_genre_mlp"
+
+    def __init__(self, num_features: int, num_genres: int, hidden: int = 64, dropout: float = DEFAULT_DROPOUT):
+        _Standardised.__init__(self, num_features, num_genres)
+        self.hidden_size, self.dropout_rate = hidden, dropout
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(num_features, num_genres * hidden)
+        # Same initial scale as nn.Linear(hidden, 1) per genre.
+        bound = 1 / hidden**0.5
+        self.fc_weight = nn.Parameter(torch.empty(num_genres, hidden).uniform_(-bound, bound))
+        self.fc_bias = nn.Parameter(torch.empty(num_genres).uniform_(-bound, bound))
+
+    def output_bias(self) -> torch.Tensor:
+        return self.fc_bias
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(torch.relu(self.hidden(self.dropout(x))))
+        h = h.view(len(x), self.num_genres, self.hidden_size)
+        return (h * self.fc_weight).sum(-1) + self.fc_bias
+
+
+def create_head(
+    kind: str,
+    num_features: int,
+    num_genres: int,
+    *,
+    hidden: int = DEFAULT_HIDDEN,
+    dropout: float = DEFAULT_DROPOUT,
+) -> _Standardised:
+    """A head by name: ``linear``, ``mlp`` or ``per_genre_mlp``."""
+    if kind == "linear":
+        return LinearHead(num_features, num_genres)
+    if kind == "mlp":
+        return MLPHead(num_features, num_genres, hidden, dropout)
+    if kind == "per_genre_mlp":
+        return PerGenreMLPHead(num_features, num_genres, hidden, dropout)
+    raise ValueError(f"unknown head {kind!r}; expected one of {', '.join(HEAD_TYPES)}")
+
+
+def head_from_description(description: dict) -> _Standardised:
+    """An empty head of the shape that :meth:`describe` wrote (``model.json``'s ``head``)."""
+    return create_head(
+        description["type"],
+        description["num_features"],
+        description["num_genres"],
+        hidden=description.get("hidden", DEFAULT_HIDDEN),
+        dropout=description.get("dropout", DEFAULT_DROPOUT),
+    )

@@ -1,0 +1,221 @@
+"""The training loop that both modes share: AdamW on cached features, early stopping on
+validation macro ROC-AUC, the best epoch restored.
+
+Features are small (thousands of posters by ~1000 numbers), so everything lives in memory as
+tensors and an epoch takes milliseconds; there is no data loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from postergenre.training.losses import masked_mean
+
+logger = logging.getLogger(__name__)
+
+# Validation AUC must rise by more than this to count as an improvement for early stopping.
+MIN_DELTA = 1e-4
+
+
+@dataclass
+class TrainResult:
+    """A trained head (best epoch restored) and its per-epoch history."""
+
+    head: nn.Module
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FitSettings:
+    epochs: int
+    patience: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    seed: int
+    threads: int | None = None
+
+
+def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Mean ROC-AUC over the genres that have both positives and negatives; NaN if none has."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [
+        roc_auc_score(y_true[:, g], y_score[:, g])
+        for g in range(y_true.shape[1])
+        if 0 < y_true[:, g].sum() < len(y_true)
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def balanced_accuracy(y_true: np.ndarray, logits: np.ndarray, cut: np.ndarray) -> float:
+    """Mean over genres of (recall + specificity) / 2, predicting yes where ``logits >= cut``."""
+    y_pred = logits >= cut
+    positives, negatives = y_true.sum(0), (1 - y_true).sum(0)
+    tpr = (y_pred & (y_true == 1)).sum(0) / np.maximum(positives, 1)
+    tnr = (~y_pred & (y_true == 0)).sum(0) / np.maximum(negatives, 1)
+    usable = (positives > 0) & (negatives > 0)
+    return float(np.mean(((tpr + tnr) / 2)[usable])) if usable.any() else float("nan")
+
+
+@torch.no_grad()
+def predict_logits(head: nn.Module, features: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """The head's logits for (N, D) features, in evaluation mode (no dropout)."""
+    head.eval()
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    return torch.cat([head(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def fit(
+    head: nn.Module,
+    loss_fn: Callable,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    settings: FitSettings,
+    *,
+    sample_mask: Callable[[np.random.Generator], np.ndarray] | None = None,
+    decision_cut: np.ndarray | None = None,
+) -> TrainResult:
+    """Train ``head`` in place and return it with the best validation epoch's weights.
+
+    Args:
+        head: a head whose standardisation is already set.
+        loss_fn: per-element loss (N, G) from logits and targets.
+        train, validation: (features (N, D), labels (N, G) 0/1).
+        settings: epochs, patience, learning rate, weight decay, batch size (0: full batch), seed.
+        sample_mask: called once per epoch with the run's generator; gives a 0/1 (N, G) mask of
+            which training labels count this epoch (rows with none are skipped).
+        decision_cut: per-genre logit at or above which balanced accuracy says yes (default 0).
+    """
+    with torch_threads(settings.threads):
+        return _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut)
+
+
+def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) -> TrainResult:
+    rng = np.random.default_rng(settings.seed)
+    x_train = torch.as_tensor(np.asarray(train[0], dtype=np.float32))
+    y_train = torch.as_tensor(np.asarray(train[1], dtype=np.float32))
+    y_val = np.asarray(validation[1])
+    cut = np.zeros(y_train.shape[1]) if decision_cut is None else np.asarray(decision_cut)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+    history, best = [], (-np.inf, 0, copy.deepcopy(head.state_dict()))
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        mask = None if sample_mask is None else torch.as_tensor(sample_mask(rng), dtype=torch.float32)
+        loss = train_one_epoch(head, loss_fn, optimizer, x_train, y_train, mask, settings.batch_size, rng)
+        logits = predict_logits(head, validation[0])
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "val_macro_auc": macro_auc(y_val, logits),
+            "val_balanced_accuracy": balanced_accuracy(y_val, logits, cut),
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(row)
+        log_epoch(row, settings.epochs)
+        auc = row["val_macro_auc"]
+        # Without a usable validation AUC there is nothing to stop on: keep the latest epoch.
+        if not np.isfinite(auc) or auc > best[0] + MIN_DELTA:
+            best = (auc if np.isfinite(auc) else -np.inf, epoch, copy.deepcopy(head.state_dict()))
+        elif epoch - best[1] >= settings.patience:
+            break
+
+    head.load_state_dict(best[2])
+    head.eval()
+    return TrainResult(head, history, best[1], len(history) < settings.epochs, stopping_warnings(history, best[1]))
+
+
+def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> float:
+    """One pass over the (masked) training rows in shuffled mini-batches; the mean batch loss."""
+    head.train()
+    rows = np.arange(len(x)) if mask is None else np.flatnonzero(mask.sum(1).numpy() > 0)
+    rows = rng.permutation(rows)
+    step = len(rows) if batch_size <= 0 else batch_size
+    losses = []
+    for start in range(0, len(rows), step):
+        batch = torch.as_tensor(rows[start : start + step])
+        loss = masked_mean(loss_fn(head(x[batch]), y[batch]), None if mask is None else mask[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def log_epoch(row: dict, epochs: int) -> None:
+    logger.info(
+        "epoch %3d/%d  loss %.4f  val_auc %.4f  val_bacc %.4f  %.2fs",
+        row["epoch"],
+        epochs,
+        row["loss"],
+        row["val_macro_auc"],
+        row["val_balanced_accuracy"],
+        row["seconds"],
+    )
+
+
+def stopping_warnings(history: list[dict], best_epoch: int) -> list[str]:
+    """Warnings when the kept epoch may mislead: no validation AUC, or the epoch limit cut training short."""
+    last = history[-1]
+    if not np.isfinite(last["val_macro_auc"]):
+        message = (
+            "no genre has both positives and negatives in validation, so early stopping was off and the last "
+            "epoch is kept; use a larger dataset"
+        )
+    elif best_epoch == last["epoch"] and len(history) > 1:
+        message = (
+            f"training stopped on its epoch limit ({last['epoch']}) while validation AUC was still improving; "
+            "raise --epochs"
+        )
+    else:
+        return []
+    logger.warning(message)
+    return [message]
+
+
+def settings_from(config) -> FitSettings:
+    """The loop's settings from a :class:`~postergenre.training.config.TrainConfig`."""
+    return FitSettings(
+        config.epochs, config.patience, config.lr, config.weight_decay, config.batch_size, config.seed, config.threads
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with this many torch threads (None: leave torch's choice), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_prevalence(y: np.ndarray) -> np.ndarray:
+    """Each genre's positive fraction in (N, G) labels, kept off 0 and 1 so that its log-odds stay finite.
+
+    A genre with no training positive gets half a positive's worth: the log-odds are then very
+    negative but finite.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = max(len(y), 1)
+    return np.clip(y.sum(0) / n, 0.5 / n, 1 - 0.5 / n)
+
+
+def log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    return np.log(p / (1 - p))

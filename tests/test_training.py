@@ -1,0 +1,199 @@
+"""Heads, losses, the two trainers, early stopping, seeding and the per-genre prior correction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from postergenre.inference.predictor import head_logits
+from postergenre.training.config import TrainConfig, poster_input_size
+from postergenre.training.heads import HEAD_TYPES, create_head, head_from_description
+from postergenre.training.loop import macro_auc, predict_logits
+from postergenre.training.losses import AsymmetricLoss, bce_loss, create_loss, masked_mean
+from postergenre.training.multilabel import train_multilabel
+from postergenre.training.per_genre import balanced_sample_mask, prior_correction, train_per_genre
+
+G = 7  # an odd genre count catches hard-coded widths
+TRAINERS = {"multilabel": train_multilabel, "per-genre": train_per_genre}
+
+
+def synthetic(n: int, d: int = 16, seed: int = 0, bias=(-3, -2.5, -2, -1.5, -1, -0.5, 0)):
+    """Features and labels drawn from a known logistic model with genres of differing prevalence."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(2.0, 3.0, size=(n, d)).astype(np.float32)
+    w = np.random.default_rng(99).normal(size=(d, len(bias))) / 2
+    p = 1 / (1 + np.exp(-((x - 2) / 3 @ w + np.asarray(bias))))
+    return x, (rng.random(p.shape) < p).astype(np.int8)
+
+
+@pytest.mark.parametrize("kind", HEAD_TYPES)
+def test_head_shapes_gradients_and_no_nan(kind):
+    """Check that every head gives (N, G) finite logits and every parameter gets a gradient."""
+    head = create_head(kind, 10, G, hidden=8)
+    head.set_standardisation(np.random.default_rng(0).normal(5, 2, size=(20, 10)))
+    logits = head(torch.randn(4, 10) * 100)
+    assert logits.shape == (4, G) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    # Standardisation and prior correction are buffers, never trained.
+    names = {n for n, _ in head.named_parameters()}
+    assert not names & {"feature_mean", "feature_std", "logit_offset"}
+
+
+def test_head_standardisation_uses_training_features():
+    """Check that a head stores its training features' mean and std, guarding constant features."""
+    x = np.random.default_rng(0).normal(3, 2, size=(200, 5)).astype(np.float32)
+    x[:, 4] = 7.0
+    head = create_head("linear", 5, G)
+    head.set_standardisation(x)
+    np.testing.assert_allclose(head.feature_mean.numpy(), x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(head.feature_std.numpy()[:4], x.std(0)[:4], rtol=1e-4)
+    assert head.feature_std[4] > 0
+
+
+@pytest.mark.parametrize("kind", HEAD_TYPES)
+def test_numpy_head_equals_torch_head(kind):
+    """Check that the torch-free head in the predictor computes the torch head's logits."""
+    torch.manual_seed(0)
+    head = create_head(kind, 10, G, hidden=6)
+    head.set_standardisation(np.random.default_rng(1).normal(2, 3, size=(30, 10)))
+    head.logit_offset.copy_(torch.linspace(-2, 1, G))
+    x = np.random.default_rng(2).normal(2, 3, size=(9, 10)).astype(np.float32)
+    tensors = {k: v.numpy() for k, v in head.state_dict().items()}
+    np.testing.assert_allclose(head_logits(kind, tensors, x), predict_logits(head, x), rtol=1e-5, atol=1e-5)
+    rebuilt = head_from_description(head.describe())
+    rebuilt.load_state_dict(head.state_dict())
+    np.testing.assert_array_equal(predict_logits(rebuilt, x), predict_logits(head, x))
+
+
+def test_unknown_head_and_loss_are_rejected():
+    """Check that unknown names list the valid choices."""
+    with pytest.raises(ValueError, match="expected one of linear, mlp, per_genre_mlp"):
+        create_head("transformer", 4, G)
+    with pytest.raises(ValueError, match="expected one of bce, asl"):
+        create_loss("focal")
+    with pytest.raises(ValueError, match="expected one of multilabel, per-genre"):
+        TrainConfig(mode="ovr")
+
+
+@pytest.mark.parametrize("name", ["bce", "asl"])
+def test_losses_are_elementwise_finite_and_nonnegative(name):
+    """Check that both losses give an (N, G) non-negative loss, finite even for extreme logits."""
+    logits = torch.tensor([[-200.0, -5, 0, 5, 200, 1, -1]] * 2, requires_grad=True)
+    targets = torch.tensor([[0.0, 1, 0, 1, 0, 1, 1], [1.0, 0, 1, 0, 1, 0, 0]])
+    loss = create_loss(name)(logits, targets)
+    assert loss.shape == (2, G) and torch.isfinite(loss).all() and (loss >= 0).all()
+    loss.mean().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_asl_without_focusing_or_clipping_is_bce():
+    """Check ASL against a trusted reference: with gamma 0 and no clip it is binary cross-entropy."""
+    logits, targets = torch.randn(6, G) * 3, (torch.rand(6, G) > 0.5).float()
+    plain = AsymmetricLoss(gamma_neg=0, gamma_pos=0, clip=0)(logits, targets)
+    torch.testing.assert_close(plain, bce_loss(logits, targets), rtol=1e-5, atol=1e-6)
+    # Focusing and clipping shrink the loss of easy negatives to nothing.
+    easy = AsymmetricLoss()(torch.tensor([[-4.0]]), torch.tensor([[0.0]]))
+    assert easy.item() == 0
+
+
+def test_masked_mean_averages_each_genre_over_its_own_sample():
+    """Check that the masked loss is the mean of per-genre means, skipping genres with an empty mask."""
+    loss = torch.tensor([[1.0, 10.0, 5.0], [3.0, 20.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert masked_mean(loss, mask).item() == pytest.approx((2.0 + 10.0) / 2)
+    assert masked_mean(loss).item() == pytest.approx(loss.mean().item())
+
+
+def test_balanced_sample_mask_draws_one_negative_per_positive():
+    """Check that each genre keeps all positives and as many negatives, redrawn with the generator."""
+    y = np.zeros((50, 3), dtype=np.int8)
+    y[:5, 0], y[:30, 1] = 1, 1  # a rare genre, a genre with more positives than negatives, an empty one
+    rng = np.random.default_rng(0)
+    first, second = balanced_sample_mask(y, rng), balanced_sample_mask(y, rng)
+    assert first[:5, 0].all() and first[:, 0].sum() == 10
+    assert first[:, 1].sum() == 50  # only 20 negatives: all of them are kept
+    assert not first[:, 2].any()
+    assert not np.array_equal(first[:, 0], second[:, 0])
+
+
+@pytest.mark.parametrize("mode", TRAINERS)
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_same_seed_gives_same_weights(mode, head):
+    """Check that training twice with one seed gives identical weights, and another seed does not."""
+    x, y = synthetic(300)
+    data = (x[:200], y[:200]), (x[200:], y[200:])
+    config = TrainConfig(mode=mode, head=head, hidden=8, epochs=4, batch_size=64, seed=3)
+    first = TRAINERS[mode](*data, config).head.state_dict()
+    second = TRAINERS[mode](*data, config).head.state_dict()
+    other = TRAINERS[mode](*data, TrainConfig(mode=mode, head=head, hidden=8, epochs=4, batch_size=64, seed=4))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(
+        first["fc.weight" if head == "linear" else "hidden.weight"],
+        other.head.state_dict()["fc.weight" if head == "linear" else "hidden.weight"],
+    )
+
+
+@pytest.mark.parametrize("mode", TRAINERS)
+def test_training_learns_and_restores_best_epoch(mode):
+    """Check that training beats chance, logs history rows and keeps the best validation epoch."""
+    x, y = synthetic(1500)
+    validation = (x[1000:], y[1000:])
+    config = TrainConfig(mode=mode, epochs=30, patience=3, lr=1e-2)
+    result = TRAINERS[mode]((x[:1000], y[:1000]), validation, config)
+    history = result.history
+    assert set(history[0]) >= {"epoch", "loss", "val_macro_auc", "val_balanced_accuracy"}
+    best = max(history, key=lambda row: row["val_macro_auc"])
+    assert result.best_epoch == best["epoch"]
+    assert macro_auc(validation[1], predict_logits(result.head, validation[0])) == pytest.approx(best["val_macro_auc"])
+    assert best["val_macro_auc"] > 0.75
+
+
+def test_per_genre_prior_correction_calibrates_probabilities():
+    """Check that per-genre probabilities, corrected to the training prior, average to each genre's prevalence."""
+    x, y = synthetic(8000, seed=1)
+    train, validation, test = (x[:4000], y[:4000]), (x[4000:5000], y[4000:5000]), (x[5000:], y[5000:])
+    config = TrainConfig(mode="per-genre", epochs=30, patience=5, lr=1e-2, batch_size=512)
+    result = train_per_genre(train, validation, config)
+    probabilities = 1 / (1 + np.exp(-predict_logits(result.head, test[0])))
+    prevalence = test[1].mean(0)
+    np.testing.assert_allclose(probabilities.mean(0), prevalence, atol=0.03)
+    # Without the correction the balanced model overstates the rare genres badly.
+    offset = prior_correction(train[1])
+    np.testing.assert_allclose(result.head.logit_offset.numpy(), offset)
+    uncorrected = 1 / (1 + np.exp(-(predict_logits(result.head, test[0]) - offset)))
+    assert uncorrected.mean(0)[0] > prevalence[0] + 0.2
+
+
+@pytest.mark.parametrize("mode", TRAINERS)
+def test_genre_without_positives_does_not_crash(mode):
+    """Check that a genre with no positive in training or validation still trains to finite logits."""
+    x, y = synthetic(300)
+    y[:, 2] = 0
+    result = TRAINERS[mode]((x[:200], y[:200]), (x[200:], y[200:]), TrainConfig(mode=mode, epochs=3))
+    logits = predict_logits(result.head, x)
+    assert np.isfinite(logits).all()
+    assert np.isfinite([row["val_macro_auc"] for row in result.history]).all()
+
+
+def test_no_usable_validation_genre_keeps_last_epoch_with_warning():
+    """Check that validation without both classes in any genre disables early stopping, with a warning."""
+    x, y = synthetic(200)
+    result = train_multilabel((x[:150], y[:150]), (x[150:], np.zeros_like(y[150:])), TrainConfig(epochs=4, patience=1))
+    assert result.best_epoch == 4 and len(result.history) == 4
+    assert "early stopping was off" in result.warnings[0]
+
+
+def test_epoch_limit_reached_while_improving_warns():
+    """Check that stopping on the epoch limit while validation still improves says to raise --epochs."""
+    x, y = synthetic(600)
+    result = train_multilabel((x[:400], y[:400]), (x[400:], y[400:]), TrainConfig(epochs=2, lr=1e-4))
+    assert result.best_epoch == 2
+    assert any("raise --epochs" in w for w in result.warnings)
+
+
+def test_poster_input_size_keeps_width_and_poster_shape():
+    """Check that a square input becomes a 10:7 poster of the same width, rounded to 32 pixels."""
+    assert poster_input_size((224, 224)) == (320, 224)
+    assert poster_input_size((260, 260)) == (384, 260)
