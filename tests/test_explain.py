@@ -342,6 +342,26 @@ def test_load_classifier_builds_the_run_from_load_head(monkeypatch, tmp_path):
         torch.testing.assert_close(classifier.backbone.state_dict()[name], tensor)
 
 
+def test_load_classifier_reads_weights_named_by_the_run(monkeypatch, tmp_path):
+    """Check model.json's weights load when they name a file, and a digest falls back to the bundled weights."""
+    from safetensors.torch import save_file
+
+    saved = create_backbone("custom_cnn", pretrained=False)
+    save_file({k: v.contiguous() for k, v in saved.state_dict().items()}, str(tmp_path / "mine.safetensors"))
+    infos = {
+        "file": {"backbone": "custom_cnn", "weights": str(tmp_path / "mine.safetensors")},
+        "digest": {"backbone": "mobilenet_v2", "weights": "9d8e" * 16},
+    }
+    fake = types.ModuleType("postergenre.training.run")
+    fake.load_head = lambda run_dir: (_head(128), {"genres": GENRES, **infos[run_dir.name]})
+    monkeypatch.setitem(sys.modules, "postergenre.training.run", fake)
+
+    from_file = load_classifier(tmp_path / "file").backbone
+    assert from_file.weights_source == str(tmp_path / "mine.safetensors")
+    torch.testing.assert_close(from_file.state_dict()["block1.0.weight"], saved.state_dict()["block1.0.weight"])
+    assert load_classifier(tmp_path / "digest").backbone.pretrained
+
+
 # ---- the commands ----------------------------------------------------------------------------
 
 

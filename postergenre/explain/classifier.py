@@ -109,9 +109,9 @@ def load_classifier(run_dir: str | Path) -> GenreClassifier:
 
     Expects ``postergenre.training.run.load_head(run_dir) -> (head nn.Module, model_info dict)``,
     where model_info is ``model.json`` (backbone, weights, preprocessing, flip, genres, thresholds,
-    name). The backbone is built from the registry with the run's weights; a run that changed the
-    backbone's weights (fine-tuned, or a custom CNN trained from scratch) keeps them in
-    ``RUN/backbone.safetensors``, which is then loaded strictly instead.
+    name). The backbone is built from the registry: with ``RUN/backbone.safetensors`` when the run
+    changed the backbone's weights (fine-tuned, or a custom CNN trained from scratch), else with the
+    file or URL that model.json's ``weights`` names, else with the bundled weights.
     """
     try:
         from postergenre.training.run import load_head
@@ -156,8 +156,18 @@ def evaluating(model: nn.Module):
 
 def _run_backbone(run_dir: Path, info: dict) -> Backbone:
     own_weights = run_dir / RUN_BACKBONE_WEIGHTS
-    weights = own_weights if own_weights.is_file() else info.get("weights")
+    weights = own_weights if own_weights.is_file() else _weights_location(info.get("weights"))
+    # TODO: check the rebuilt backbone against model.json's weights identity (a digest) once the
+    # features package's digest function is merged, so that a run is never explained with weights
+    # other than those it was trained on.
     return create_backbone(info["backbone"], weights=weights)
+
+
+def _weights_location(value) -> str | None:
+    """A weights file or URL named by the run, or None for the bundled weights (a digest names no file)."""
+    if isinstance(value, str) and (value.startswith(("http://", "https://")) or Path(value).expanduser().is_file()):
+        return value
+    return None
 
 
 def _thresholds(thresholds, n_genres: int) -> np.ndarray:
