@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from postergenre.explain import choices, render
     from postergenre.explain.gradcam import explain_image
 
+    choices.freeze_imported_objects()
     out = choices.check_out(args.out or choices.default_out(args.image.stem, "explain"))
     image = choices.open_poster(args.image)
     classifier = choices.load_run(args.run_dir)

@@ -43,13 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from postergenre.explain.choices import prefer_passive_threads
 
     prefer_passive_threads()  # before torch is imported
-    from postergenre.explain.choices import load_subject
+    from postergenre.explain.choices import freeze_imported_objects, load_subject
 
     if args.steps < 1:
         from postergenre.errors import PosterGenreError
 
         raise PosterGenreError(f"--steps must be at least 1, got {args.steps}")
-    subject = load_subject(args.subject, args.weights)
+    subject = load_subject(args.subject, args.weights)  # imports torch
+    freeze_imported_objects()
     if args.list_layers:
         return list_layers(subject)
     if args.image is not None:
