@@ -501,3 +501,15 @@ def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres) 
             out_dir, metrics, model_info=model.info, history=history, y_true=y_true, y_score=y_score, genres=genres
         )
     )
+
+
+def load_head(run_dir: str | Path):
+    """The trained head of a run folder as a torch module in eval mode, with ``model.json``."""
+    from safetensors.torch import load_file
+
+    from postergenre.training.heads import head_from_description
+
+    model = SavedModel.load(run_dir)
+    head = head_from_description(model.info["head"])
+    head.load_state_dict(load_file(str(Path(run_dir) / MODEL_WEIGHTS)))
+    return head.eval(), model.info
