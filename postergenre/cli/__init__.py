@@ -16,7 +16,7 @@ from postergenre import __version__
 from postergenre.errors import PosterGenreError
 
 # Subcommands in the order a user meets them.
-COMMANDS = ["analyze", "features", "train", "evaluate", "predict", "compare", "explain", "filters", "ocr"]
+COMMANDS = ["analyze", "features", "train", "evaluate", "predict", "compare", "explain", "filters", "ocr", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
