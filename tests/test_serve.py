@@ -63,7 +63,7 @@ def make_run(folder: Path, *, metrics: dict | None = None) -> Path:
     return folder
 
 
-def fake_classifier(genres=GENRES):
+def fake_classifier(genres=GENRES, resize: str = "stretch"):
     """A small random CNN with a random head, standing in for the run's PyTorch model in heatmap tests."""
     import torch
     from torch import nn
@@ -76,7 +76,7 @@ def fake_classifier(genres=GENRES):
     head = nn.Linear(backbone.num_features, len(genres))
     with torch.no_grad():  # positive weights over non-negative maps: every genre's heatmap has some heat
         head.weight.abs_()
-    preprocessing = backbone.preprocessing.with_policy("stretch", input_size=(64, 48))
+    preprocessing = backbone.preprocessing.with_policy(resize, input_size=(64, 48))
     return classifier_from_parts(backbone, head, genres, THRESHOLDS[: len(genres)], preprocessing)
 
 
@@ -207,7 +207,7 @@ def test_explain_returns_the_heatmap_png(client, explained):
     assert 0 < float(response.headers["x-probability"]) < 1
     assert float(response.headers["x-threshold"]) == pytest.approx(0.5)
     assert response.headers["x-layer"] == "custom_cnn:block3"
-    assert response.headers["x-evidence"] == "found"
+    assert response.headers["x-evidence"] == "found" and response.headers["x-notes"] == ""
     assert len(explained) == 1  # built on first use, then kept
 
 
@@ -216,6 +216,17 @@ def test_explain_shrinks_a_large_poster(client):
     response = client.post("/api/explain?genre=Drama", files={"file": ("big.jpg", poster_bytes(2, size=(1000, 1500)))})
     assert response.status_code == 200, response.text
     assert Image.open(io.BytesIO(response.content)).size == (533, 800)
+
+
+def test_explain_says_how_to_read_a_centre_crop(tmp_path, monkeypatch):
+    """Check a model that sees only the centre crop says so in the X-Notes header."""
+    from postergenre.explain import classifier as classifiers
+
+    monkeypatch.setattr(classifiers, "load_classifier", lambda run: fake_classifier(resize="center_crop"))
+    client = TestClient(create_app(make_run(tmp_path / "run")))
+    response = client.post("/api/explain?genre=Action", files={"file": ("p.jpg", poster_bytes(1, size=(60, 120)))})
+    assert response.status_code == 200, response.text
+    assert "only the centre crop" in response.headers["x-notes"]
 
 
 def test_concurrent_heatmaps_get_their_own_genre(client):

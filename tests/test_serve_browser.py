@@ -75,7 +75,7 @@ def page():
         browser.close()
 
 
-def test_page_scores_a_poster_and_shows_a_heatmap(server, page):
+def test_page_scores_a_poster_and_shows_a_heatmap(page, server):
     """Check the page: a poster chosen -> one bar per genre (predicted ones marked) -> a click shows the heatmap."""
     import httpx
     from playwright.sync_api import expect
@@ -108,7 +108,7 @@ def test_page_scores_a_poster_and_shows_a_heatmap(server, page):
     assert all(url.startswith((server, "blob:", "data:")) for url in requested), requested
 
 
-def test_page_shows_the_servers_error_text(server, page):
+def test_page_shows_the_servers_error_text(page, server):
     """Check a file the server refuses shows the API's own error text, and the next good poster is scored."""
     from playwright.sync_api import expect
 

@@ -36,6 +36,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -116,8 +118,6 @@ class _FieldCollector:
         self._header = [bytearray(), bytearray()]
 
     def _headers_finished(self) -> None:
-        from python_multipart.multipart import parse_options_header
-
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         # Only the first part of that name counts; later ones are parsed and dropped.
         self._in_field = options.get(b"name") == self.name.encode() and not self.found
@@ -147,9 +147,6 @@ def _display_name(raw: bytes) -> str:
 
 async def read_upload(request: Request, limit: int) -> Upload:
     """The ``file`` field of a multipart request, read as it streams in and cut off past ``limit`` bytes."""
-    from python_multipart.exceptions import FormParserError
-    from python_multipart.multipart import MultipartParser
-
     boundary = _multipart_boundary(request.headers.get("content-type", ""))
     too_large = ApiError(
         413,
@@ -192,8 +189,6 @@ async def _feed(request: Request, parser, max_bytes: int) -> None:
 
 
 def _multipart_boundary(content_type: str) -> bytes:
-    from python_multipart.multipart import parse_options_header
-
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
         got = kind.decode("latin-1") or "no content type"
@@ -412,9 +407,12 @@ def create_app(run_dir: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
 
 
 def warm_up(service: ModelService) -> None:
-    """Score one blank poster, so that ONNX Runtime's first-run set-up is not paid by the first user."""
+    """Decode and score one blank poster, so that the first user does not pay for ONNX Runtime's first-run
+    set-up and PIL's loading of its format plugins."""
     height, width = service.predictor.preprocessing.input_size
-    service.probabilities(Image.new("RGB", (width, height), (128, 128, 128)))
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="JPEG")
+    service.probabilities(decode_poster(Upload(buffer.getvalue(), "warm-up.jpg")))
 
 
 UPLOAD_BODY = {
@@ -471,8 +469,8 @@ def add_api_routes(app: FastAPI, service: ModelService, limit: int) -> None:
         "/api/explain",
         summary="A genre's Grad-CAM heatmap over the poster (PNG)",
         description=f"Upload the poster as multipart field `{UPLOAD_FIELD}`. The first call loads the PyTorch "
-        "model and takes a few seconds. Headers X-Genre, X-Probability, X-Threshold, X-Layer and X-Evidence "
-        "(found, or none when the map is empty) describe the map.",
+        "model and takes a few seconds. Headers X-Genre, X-Probability, X-Threshold, X-Layer, X-Evidence "
+        "(found, or none when the map is empty) and X-Notes (how to read it) describe the map.",
         openapi_extra={"requestBody": UPLOAD_BODY},
         responses={200: {"content": {"image/png": {}}, "description": "the heatmap over the poster"}}
         | ERROR_RESPONSES
@@ -491,6 +489,8 @@ def add_api_routes(app: FastAPI, service: ModelService, limit: int) -> None:
             "X-Layer": f"{explanation.backbone}:{explanation.layer}",
             # Grad-CAM keeps only positive evidence: an all-zero map means none was found, not an error.
             "X-Evidence": "found" if float(cam.heatmap.max()) > 0 else "none",
+            # What a reader must know to read the map right (a centre crop leaves the poster's ends cold).
+            "X-Notes": " ".join(explanation.notes).encode("ascii", "replace").decode(),
             "Cache-Control": "no-store",
         }
         return Response(png, media_type="image/png", headers=headers)

@@ -139,6 +139,7 @@ function resetPoster(file) {
   $("heatmap").hidden = true;
   $("heatmap").removeAttribute("src");
   $("colour-key").hidden = true;
+  $("notes").hidden = true;
   $("caption").textContent = "Click a genre to see where on the poster the model found it.";
 }
 
@@ -229,7 +230,11 @@ async function toggleHeatmap(row) {
       if (state.selected === row.genre) select(null);
       return;
     }
-    const heatmap = { url: URL.createObjectURL(await response.blob()), evidence: response.headers.get("X-Evidence") };
+    const heatmap = {
+      url: URL.createObjectURL(await response.blob()),
+      evidence: response.headers.get("X-Evidence"),
+      notes: response.headers.get("X-Notes") || "",
+    };
     if (upload !== state.upload) {
       URL.revokeObjectURL(heatmap.url);
       return;
@@ -261,6 +266,8 @@ function showHeatmap(row, heatmap) {
   image.alt = `Where the model sees ${row.genre} on the poster`;
   image.hidden = false;
   const numbers = `${percent(row.probability)}, threshold ${percent(row.threshold)}`;
+  $("notes").textContent = heatmap.notes;
+  $("notes").hidden = !heatmap.notes;
   if (heatmap.evidence === "none") {
     $("colour-key").hidden = true;
     $("caption").textContent = `${row.genre} (${numbers}): the model found no evidence for it anywhere on this poster, so its heatmap is empty.`;
@@ -272,6 +279,7 @@ function showHeatmap(row, heatmap) {
 
 function showPoster() {
   $("heatmap").hidden = true;
+  $("notes").hidden = true;
   $("colour-key").hidden = true;
   $("caption").textContent = "Click a genre to see where on the poster the model found it.";
 }
