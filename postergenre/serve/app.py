@@ -1,6 +1,7 @@
 """The FastAPI application of one run folder: predictions, heatmaps, the model's description, a page.
 
-Endpoints (every error is JSON ``{"error": "what was wrong and what to do"}`` with a 4xx status):
+Endpoints (every error is JSON ``{"error": "what was wrong and what to do"}``, with a 4xx status for a
+bad request and 503 for heatmaps of a run whose PyTorch model cannot be rebuilt here):
 
 - ``POST /api/predict`` (multipart field ``file``): every genre's probability, threshold and decision.
 - ``POST /api/explain?genre=G`` (multipart field ``file``): the genre's Grad-CAM over the poster, as PNG.
