@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from postergenre.data.images import ImageError, open_rgb
+from postergenre.errors import PosterGenreError
 from postergenre.features import cache as _cache
 from postergenre.features.cache import FeatureStore, file_digest
 from postergenre.models.preprocessing import Preprocessing
@@ -209,7 +210,7 @@ def make_engine(backbone, input_size: tuple[int, int], digest: str, *, device: s
         if session is not None:
             return OnnxEngine(session)
     elif not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        raise PosterGenreError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     return TorchEngine(backbone, device)
 
 
@@ -283,7 +284,7 @@ def extract_features(
     ``failed``; the others are still returned.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise PosterGenreError(f"batch_size must be at least 1, got {batch_size}")
     root = Path(cache_dir) if cache_dir is not None else _cache.cache_dir()
     workers = min(4, os.cpu_count() or 1)
     start = time.perf_counter()
