@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-C_GRID = (0.0001, 0.0003, 0.001)
+C_GRID = (0.00001, 0.00003, 0.0001, 0.0003)
 MIN_TEST_POSITIVES = 10
 POLICIES = ("center_crop", "pad", "stretch")
 
@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     parser.add_argument("--no-flip", action="store_true", help="skip the flip variants")
+    parser.add_argument(
+        "--stretch-sizes", nargs="*", default=[], metavar="HxW", help="more stretch input sizes to try, e.g. 288x192"
+    )
     parser.add_argument("--stages", action="store_true", help="also concatenate the last stages' pooled features")
     parser.add_argument("--cache", type=Path, help="cache folder (default: the usual one)")
     return parser.parse_args()
@@ -200,6 +203,10 @@ def main() -> int:
         for policy in args.policies:
             pre = default_preprocessing(args.backbone, resize=policy)
             configs.append((f"{policy} {pre.input_size[0]}x{pre.input_size[1]}{' + flip' if flip else ''}", pre, flip))
+    for size in args.stretch_sizes:
+        height, width = (int(v) for v in size.split("x"))
+        pre = default_preprocessing(args.backbone, resize="stretch").with_policy("stretch", (height, width))
+        configs.append((f"stretch {height}x{width}", pre, False))
     features = extract_all(configs, paths, args.backbone, cache, times, times_path)
 
     results = {}

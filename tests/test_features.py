@@ -13,6 +13,7 @@ from torch import nn
 
 from postergenre.cli import main
 from postergenre.data.demo import demo_dataset_root
+from postergenre.errors import PosterGenreError
 from postergenre.features import cache_dir, extract_features, load_input
 from postergenre.features import extract as extract_module
 from postergenre.features.cache import FeatureStore
@@ -211,6 +212,14 @@ def test_store_survives_an_interrupted_append(tmp_path):
     reopened.append(["c", "a"], np.array([[8, 8, 8], [9, 9, 9]], np.float32))
     again = FeatureStore(tmp_path, spec)
     np.testing.assert_array_equal(again.read(["c", "a", "b"]), [[8, 8, 8], [0, 1, 2], [3, 4, 5]])
+
+
+def test_bad_arguments_are_named(tiny_backbone, posters, tmp_path):
+    """Check that a bad batch size or device is refused with the valid choices."""
+    with pytest.raises(PosterGenreError, match="batch_size must be at least 1, got 0"):
+        extract(posters, tmp_path, batch_size=0)
+    with pytest.raises(PosterGenreError, match="unknown device 'tpu'; expected 'cpu', 'cuda'"):
+        extract(posters, tmp_path, device="tpu")
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):

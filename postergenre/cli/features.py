@@ -29,10 +29,17 @@ def add_parser(subparsers) -> None:
         default=None,
         help="average each poster's features with its mirror image's (default: the measured best)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="posters per forward pass")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="posters per forward pass")
     parser.add_argument("--all", action="store_true", help="also the posters that have no labels")
+    parser.add_argument("--weights", metavar="FILE", help="weights file for the backbone (default: its bundled ones)")
     parser.add_argument("--device", help="cpu (ONNX Runtime) or cuda (PyTorch); default: the GPU if there is one")
     parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         device=args.device,
+        weights=args.weights,
     )
     seconds = time.perf_counter() - start
 
