@@ -127,10 +127,11 @@ STAND_INS = {
 def install_doubles(monkeypatch, folder: Path) -> None:
     """Fake features and ONNX export always; evaluation stand-ins where the real modules are missing."""
     import postergenre.features as features
+    import postergenre.features.onnx_export as onnx_export
 
     monkeypatch.setattr(features, "extract_features", fake_extract_features, raising=False)
     monkeypatch.setattr(features, "default_preprocessing", fake_preprocessing, raising=False)
-    monkeypatch.setattr(features, "export_onnx", make_fake_export(folder), raising=False)
+    monkeypatch.setattr(onnx_export, "export_backbone", make_fake_export(folder))
     for name, functions in STAND_INS.items():
         try:
             importlib.import_module(name)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from postergenre.errors import PosterGenreError
+
 logger = logging.getLogger(__name__)
 
 OPSET = 17
@@ -121,3 +123,20 @@ def onnx_backbone(root: Path, backbone, input_size: tuple[int, int], digest: str
             path.unlink(missing_ok=True)
             return None
     return session
+
+
+def export_backbone(backbone: str, preprocessing, weights=None, cache_dir: Path | None = None) -> Path:
+    """The ONNX file of a registered backbone at ``preprocessing``'s input size (exported once, cached).
+
+    This is the file that feature extraction runs; a run folder keeps a copy so that predicting
+    needs neither torch nor the cache.
+    """
+    from postergenre.features.cache import cache_dir as default_cache_dir
+    from postergenre.models.backbones import create_backbone
+
+    model = create_backbone(backbone, weights=weights).eval()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = onnx_path(root, model, preprocessing.input_size, weights_digest(model))
+    if onnx_backbone(root, model, preprocessing.input_size, weights_digest(model)) is None:
+        raise PosterGenreError(f"{backbone} could not be exported to ONNX; see the warning above")
+    return path

@@ -290,9 +290,9 @@ def save_model(run_dir: Path, head, info: dict) -> None:
 
 def copy_backbone(run_dir: Path, config, preprocessing) -> None:
     """The frozen backbone as ONNX inside the run folder, hard-linked when the file system allows."""
-    from postergenre.features import export_onnx
+    from postergenre.features.onnx_export import export_backbone
 
-    source = Path(export_onnx(config.backbone, preprocessing, weights=config.weights))
+    source = export_backbone(config.backbone, preprocessing, weights=config.weights)
     target = run_dir / BACKBONE_ONNX
     target.unlink(missing_ok=True)
     try:
