@@ -16,7 +16,19 @@ from postergenre import __version__
 from postergenre.errors import PosterGenreError
 
 # Subcommands in the order a user meets them.
-COMMANDS = ["analyze", "features", "train", "evaluate", "predict", "compare", "explain", "filters", "ocr", "serve", "demo"]
+COMMANDS = [
+    "analyze",
+    "features",
+    "train",
+    "evaluate",
+    "predict",
+    "compare",
+    "explain",
+    "filters",
+    "ocr",
+    "serve",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,3 +32,13 @@ def load_dataset_from_args(args: argparse.Namespace):
     if root is None and (args.csv is None or args.images is None):
         root = demo_dataset_root()
     return load_dataset(root, csv_path=args.csv, images=args.images, skip_missing=args.skip_missing)
+
+
+def add_min_test_positives_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--min-test-positives",
+        type=int,
+        metavar="N",
+        help="genres with fewer test positives are shown but flagged and kept out of the macro figures "
+        "(default: 10); lower it only for tiny datasets, where every figure is noisy",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from postergenre.cli.common import add_dataset_arguments, load_dataset_from_args
+from postergenre.cli.common import add_dataset_arguments, add_min_test_positives_argument, load_dataset_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     add_dataset_arguments(parser)
     parser.set_defaults(data=None)
     parser.add_argument("--out", metavar="DIR", help="where to write (default: RUN, or RUN/evaluation-<DATA>)")
+    add_min_test_positives_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -28,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     given = args.data is not None or (args.csv is not None and args.images is not None)
     dataset = load_dataset_from_args(args) if given else None
-    evaluation = evaluate_run(args.run_dir, dataset, out_dir=args.out, progress=not args.quiet)
+    evaluation = evaluate_run(
+        args.run_dir, dataset, out_dir=args.out, min_test_positives=args.min_test_positives, progress=not args.quiet
+    )
     skipped = evaluation.metrics.get("skipped_genres") or {}
     if skipped.get("not_in_data"):
         print(f"skipped (not in the data): {', '.join(skipped['not_in_data'])}")

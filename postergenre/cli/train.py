@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from postergenre.cli.common import add_dataset_arguments, load_dataset_from_args
+from postergenre.cli.common import add_dataset_arguments, add_min_test_positives_argument, load_dataset_from_args
 
 # Kept in step with postergenre.training.config without importing it (and torch) for --help.
 MODES = ("multilabel", "per-genre")
@@ -49,6 +49,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="train only genres with at least N positive posters (default: 10)",
     )
+    add_min_test_positives_argument(parser)
     parser.add_argument("--seed", type=int, help="seed of the split, the sampling and the initialisation")
     parser.add_argument("--split", metavar="FILE", help="reuse this split.csv (keeps an earlier run's test set)")
     parser.set_defaults(run=run)
@@ -80,6 +81,7 @@ def build_config(args: argparse.Namespace):
         "lr": args.lr,
         "batch_size": args.batch_size,
         "min_positives": args.min_positives,
+        "min_test_positives": args.min_test_positives,
         "seed": args.seed,
     }
     try:

@@ -44,6 +44,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     batch_size: int = 256  # 0: full batch
     min_positives: int = DEFAULT_MIN_POSITIVES
+    # Genres with fewer test positives than this are shown but kept out of the macro figures.
+    min_test_positives: int = 10
     seed: int = 0
     feature_batch_size: int = 32
     # Heads on cached features are small: one thread trains a linear head as fast as several, and

@@ -270,6 +270,7 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "train_prevalence": [float(p) for p in prevalence],
         "prior_correction": [float(o) for o in offset] if config.mode == "per-genre" else None,
         "min_positives": config.min_positives,
+        "min_test_positives": config.min_test_positives,
         "seed": config.seed,
         "best_epoch": result.best_epoch,
         "features": spec,
@@ -358,6 +359,7 @@ def evaluate_run(
     *,
     out_dir: str | Path | None = None,
     features: Features | None = None,
+    min_test_positives: int | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate a saved run and write ``metrics.json`` and ``report.html``.
@@ -371,6 +373,8 @@ def evaluate_run(
         out_dir: where to write; default: the run folder for its own test split, else
             ``RUN/evaluation-<dataset folder>``.
         features: features already extracted for these posters (saves extracting them again).
+        min_test_positives: genres with fewer test positives are flagged and kept out of the
+            macro figures; default: the run's setting (10 unless trained otherwise).
     """
     run_dir = Path(run_dir)
     model = SavedModel.load(run_dir)
@@ -378,7 +382,7 @@ def evaluate_run(
     dataset = dataset if dataset is not None else load_run_dataset(run_dir, config)
     own = is_run_dataset(dataset, config)
     ids = test_ids(run_dir, dataset) if own else list(dataset.ids)
-    genres, skipped = match_genres(model.genres, dataset.genres)
+    genres, skipped = match_genres(model.genres, dataset.genres, own_dataset=own)
     out_dir = Path(out_dir) if out_dir else run_dir if own else run_dir / f"evaluation-{dataset_name(dataset)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -390,7 +394,9 @@ def evaluate_run(
     columns = [model.genres.index(g) for g in genres]
     y_true = dataset.labels.loc[ids, genres].to_numpy(dtype=np.int8)
     y_score = model.probabilities(features.take(ids))[:, columns]
-    metrics = score_run(model, config, y_true, y_score, genres, columns)
+    if min_test_positives is None:
+        min_test_positives = int(model.info.get("min_test_positives", config.get("min_test_positives", 10)))
+    metrics = score_run(model, y_true, y_score, genres, columns, min_test_positives)
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
@@ -423,8 +429,14 @@ def test_ids(run_dir: Path, dataset) -> list[str]:
     return [i for i in dataset.ids if i in test]
 
 
-def match_genres(model_genres: list[str], data_genres: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """The genres both know, in the model's order, and those only one side has."""
+def match_genres(
+    model_genres: list[str], data_genres: list[str], *, own_dataset: bool = False
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The genres both know, in the model's order, and those only one side has.
+
+    On the run's own dataset, the genres the model lacks are the ones training left out (too few
+    positives), which is no news worth a warning.
+    """
     from postergenre.data.genres import NOT_GENRES
 
     common = [g for g in model_genres if g in data_genres]
@@ -440,7 +452,8 @@ def match_genres(model_genres: list[str], data_genres: list[str]) -> tuple[list[
     if skipped["not_in_data"]:
         logger.warning("genres the data lacks are skipped: %s", ", ".join(skipped["not_in_data"]))
     if skipped["not_in_model"]:
-        logger.warning("genres the model does not know are skipped: %s", ", ".join(skipped["not_in_model"]))
+        log = logger.info if own_dataset else logger.warning
+        log("genres the model does not know are skipped: %s", ", ".join(skipped["not_in_model"]))
     return common, skipped
 
 
@@ -462,7 +475,7 @@ def run_features(model: SavedModel, dataset, ids: list[str], weights: str | None
     return Features(list(feature_set.ids), np.asarray(feature_set.values, dtype=np.float32), dict(feature_set.spec))
 
 
-def score_run(model: SavedModel, config: dict, y_true, y_score, genres, columns) -> dict:
+def score_run(model: SavedModel, y_true, y_score, genres, columns, min_test_positives: int) -> dict:
     from postergenre.evaluation.metrics import evaluate_scores
 
     return evaluate_scores(
@@ -471,7 +484,7 @@ def score_run(model: SavedModel, config: dict, y_true, y_score, genres, columns)
         genres,
         model.thresholds[columns],
         train_prevalence=model.train_prevalence[columns],
-        min_positives=int(model.info.get("min_positives", config.get("min_positives", 10))),
+        min_positives=min_test_positives,
     )
 
 
