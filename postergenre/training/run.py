@@ -400,7 +400,10 @@ def evaluate_run(
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
-    report = write_run_report(out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres)
+    examples = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres)
+    report = write_run_report(
+        out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres, extra_sections=examples
+    )
     return Evaluation(metrics, metrics_path, report)
 
 
@@ -503,7 +506,22 @@ def dataset_name(dataset) -> str:
     return Path(dataset.csv_path).resolve().parent.name or "data"
 
 
-def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres) -> Path | None:
+def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, genres) -> list[tuple[str, str]]:
+    """The report's section of explained test posters: Grad-CAM on the most confident right and
+    wrong answers for a few genres. A failure here costs the section, never the report."""
+    try:
+        from postergenre.explain.classifier import load_classifier
+        from postergenre.explain.report import explained_examples_html
+
+        classifier = load_classifier(run_dir)
+        html = explained_examples_html(classifier, image_paths, y_true, y_score, genres)
+    except Exception as exc:
+        logger.warning("the report has no explained examples: %s", exc)
+        return []
+    return [("Explained test posters (Grad-CAM)", html)]
+
+
+def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres, extra_sections=()) -> Path | None:
     from postergenre.evaluation.report import write_report
 
     history = None
@@ -511,7 +529,14 @@ def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres) 
         history = pd.read_csv(run_dir / HISTORY_CSV)
     return Path(
         write_report(
-            out_dir, metrics, model_info=model.info, history=history, y_true=y_true, y_score=y_score, genres=genres
+            out_dir,
+            metrics,
+            model_info=model.info,
+            history=history,
+            y_true=y_true,
+            y_score=y_score,
+            genres=genres,
+            extra_sections=extra_sections,
         )
     )
 
