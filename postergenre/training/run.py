@@ -521,6 +521,9 @@ def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, 
     return [("Explained test posters (Grad-CAM)", html)]
 
 
+PER_GENRE_INFO = ("genres", "thresholds", "train_prevalence", "prior_correction")
+
+
 def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres, extra_sections=()) -> Path | None:
     from postergenre.evaluation.report import write_report
 
@@ -531,7 +534,8 @@ def write_run_report(out_dir, metrics, model, run_dir, y_true, y_score, genres, 
         write_report(
             out_dir,
             metrics,
-            model_info=model.info,
+            # Per-genre numbers are in the report's genre table; lists of 20+ floats only clutter this one.
+            model_info={k: v for k, v in model.info.items() if k not in PER_GENRE_INFO},
             history=history,
             y_true=y_true,
             y_score=y_score,
