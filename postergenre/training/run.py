@@ -378,7 +378,9 @@ def evaluate_run(
     dataset = dataset if dataset is not None else load_run_dataset(run_dir, config)
     own = is_run_dataset(dataset, config)
     ids = test_ids(run_dir, dataset) if own else list(dataset.ids)
-    genres, skipped = match_genres(model.genres, dataset.genres)
+    # On its own dataset the genres left out at training (too few positives) are no news.
+    ignored = set(config.get("dropped_genres") or {}) if own else set()
+    genres, skipped = match_genres(model.genres, [g for g in dataset.genres if g not in ignored])
     out_dir = Path(out_dir) if out_dir else run_dir if own else run_dir / f"evaluation-{dataset_name(dataset)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
