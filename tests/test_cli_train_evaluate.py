@@ -161,14 +161,19 @@ def test_evaluate_another_dataset_matches_genres_by_name(doubles, monkeypatch, d
 
 
 def test_evaluate_defaults_to_the_runs_test_split(doubles, monkeypatch, dataset, tmp_path):
-    """Check that evaluate RUN alone re-scores the run's own test split into --out."""
+    """Check that evaluate RUN alone re-scores the run's own test split, without calling the genres
+    left out at training unknown."""
     run = tmp_path / "run"
-    train(monkeypatch, dataset, run)
+    train(monkeypatch, dataset, run, "--min-positives", "25")
+    dropped = json.loads((run / "config.json").read_text())["dropped_genres"]
+    assert dropped and not set(dropped) & set(json.loads((run / "model.json").read_text())["genres"])
+
     assert cli_main(monkeypatch, ["-q", "evaluate", str(run), "--out", str(tmp_path / "again")]) == 0
     first = json.loads((run / "metrics.json").read_text())
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["dataset"]["split"] == "test"
     assert again["macro_roc_auc"] == pytest.approx(first["macro_roc_auc"])
+    assert again["skipped_genres"] == {"not_in_data": [], "not_in_model": []}
 
 
 def test_evaluate_rejects_dataset_without_shared_genres(doubles, monkeypatch, dataset, tmp_path, capsys):
