@@ -70,8 +70,10 @@ def test_train_writes_complete_run_folder(doubles, monkeypatch, dataset, tmp_pat
     assert set(info) >= MODEL_FIELDS
     assert info["text"] is False and info["flip"] is True
     assert len(info["thresholds"]) == len(info["genres"]) == len(info["train_prevalence"]) == 7
+    assert info["head"] == {"type": "mlp", "num_features": 12, "num_genres": 7, "hidden": 512, "dropout": 0.5}
     tensors = load_file(str(run / "model.safetensors"))
-    assert tensors["fc.weight"].shape == (7, 12) and "feature_mean" in tensors and "logit_offset" in tensors
+    assert tensors["hidden.weight"].shape == (512, 12) and tensors["fc.weight"].shape == (7, 512)
+    assert tensors["feature_mean"].shape == (12,) and tensors["logit_offset"].shape == (7,)
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 0 and config["min_positives"] == 3 and config["dataset"]["csv"].endswith("train.csv")
     assert "torch" in config["versions"]
@@ -102,12 +104,22 @@ def test_same_seed_gives_same_model_and_split_file_is_reused(doubles, monkeypatc
     a, b = (load_file(str(tmp_path / r / "model.safetensors")) for r in ("a", "b"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
-    train(monkeypatch, dataset, tmp_path / "c", "--seed", "5", "--split", str(tmp_path / "a" / "split.csv"))
+    train(
+        monkeypatch,
+        dataset,
+        tmp_path / "c",
+        "--mode",
+        "per-genre",
+        "--seed",
+        "5",
+        "--split",
+        str(tmp_path / "a" / "split.csv"),
+    )
     split_a = pd.read_csv(tmp_path / "a" / "split.csv", index_col="Id")["split"]
     split_c = pd.read_csv(tmp_path / "c" / "split.csv", index_col="Id")["split"]
     assert split_a.equals(split_c)
     c = load_file(str(tmp_path / "c" / "model.safetensors"))
-    assert not np.array_equal(a["fc.weight"], c["fc.weight"])
+    assert not np.array_equal(a["hidden.weight"], c["hidden.weight"])
 
 
 def test_genre_missing_from_train_split_warns_and_trains(doubles, monkeypatch, tmp_path, caplog):
@@ -149,14 +161,19 @@ def test_evaluate_another_dataset_matches_genres_by_name(doubles, monkeypatch, d
 
 
 def test_evaluate_defaults_to_the_runs_test_split(doubles, monkeypatch, dataset, tmp_path):
-    """Check that evaluate RUN alone re-scores the run's own test split into --out."""
+    """Check that evaluate RUN alone re-scores the run's own test split, without calling the genres
+    left out at training unknown."""
     run = tmp_path / "run"
-    train(monkeypatch, dataset, run)
+    train(monkeypatch, dataset, run, "--min-positives", "25")
+    dropped = json.loads((run / "config.json").read_text())["dropped_genres"]
+    assert dropped and not set(dropped) & set(json.loads((run / "model.json").read_text())["genres"])
+
     assert cli_main(monkeypatch, ["-q", "evaluate", str(run), "--out", str(tmp_path / "again")]) == 0
     first = json.loads((run / "metrics.json").read_text())
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["dataset"]["split"] == "test"
     assert again["macro_roc_auc"] == pytest.approx(first["macro_roc_auc"])
+    assert again["skipped_genres"] == {"not_in_data": [], "not_in_model": []}
 
 
 def test_evaluate_rejects_dataset_without_shared_genres(doubles, monkeypatch, dataset, tmp_path, capsys):
@@ -166,6 +183,17 @@ def test_evaluate_rejects_dataset_without_shared_genres(doubles, monkeypatch, da
     other = write_dataset(tmp_path / "other", random_labels(10, ["News", "Short"], max_labels=2), ["News", "Short"])
     assert cli_main(monkeypatch, ["-q", "evaluate", str(run), str(other)]) == 2
     assert "shares no genre with the model" in capsys.readouterr().err
+
+
+def test_command_line_choices_match_the_library():
+    """Check that the names the command line offers without importing the library are the library's."""
+    from postergenre.cli.train import RESIZE_POLICIES
+    from postergenre.data.genres import DEFAULT_MIN_POSITIVES
+    from postergenre.models import preprocessing
+    from postergenre.training.config import TrainConfig
+
+    assert RESIZE_POLICIES == preprocessing.RESIZE_POLICIES
+    assert TrainConfig().min_positives == DEFAULT_MIN_POSITIVES
 
 
 def test_bad_input_size_is_a_usage_error(monkeypatch, capsys):

@@ -6,51 +6,79 @@ import argparse
 
 from postergenre.cli.common import add_dataset_arguments, add_min_test_positives_argument, load_dataset_from_args
 
-# Kept in step with postergenre.training.config without importing it (and torch) for --help.
-MODES = ("multilabel", "per-genre")
-HEADS = ("linear", "mlp")
-LOSSES = ("bce", "asl")
+# The resize policies of postergenre.models.preprocessing, written out so that --help does not
+# import PIL; a test keeps them equal.
 RESIZE_POLICIES = ("center_crop", "pad", "stretch")
 
 
 def add_parser(subparsers) -> None:
+    from postergenre.training.config import HEADS, LOSSES, MODES, TrainConfig
+
+    default = TrainConfig.default
     parser = subparsers.add_parser(
         "train",
         help="train a genre model and evaluate it on the test split",
         description="Train a genre head on pooled backbone features (extracted once, cached), tune one "
         "threshold per genre on validation, and evaluate on the test split. Everything lands in the "
-        "run folder --out: settings, split, history, model, backbone (ONNX), metrics and report.",
+        "run folder --out: settings, split, history, model, backbone (ONNX), metrics and report. "
+        "The defaults are the configuration that measured best on validation.",
     )
     add_dataset_arguments(parser)
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder to write (created)")
-    parser.add_argument("--backbone", metavar="NAME", help="pretrained backbone (default: efficientnet_lite0)")
+    parser.add_argument("--backbone", metavar="NAME", help=f"pretrained backbone (default: {default('backbone')})")
     parser.add_argument("--weights", metavar="FILE", help="backbone weights file, if not the packaged ones")
     parser.add_argument(
-        "--mode", choices=MODES, default=None, help="one multi-label head, or one balanced model per genre"
+        "--mode",
+        choices=MODES,
+        help=f"one multi-label head, or one balanced model per genre (default: {default('mode')})",
     )
-    parser.add_argument("--head", choices=HEADS, default=None, help="linear (logistic) or one hidden layer")
-    parser.add_argument("--loss", choices=LOSSES, default=None, help="binary cross-entropy or asymmetric loss")
-    parser.add_argument("--resize", choices=RESIZE_POLICIES, default=None, help="how a poster meets the input size")
-    parser.add_argument("--input-size", metavar="HxW", type=_size, help="network input, e.g. 320x224")
+    parser.add_argument("--head", choices=HEADS, help=f"logistic, or one hidden layer (default: {default('head')})")
     parser.add_argument(
-        "--flip", action=argparse.BooleanOptionalAction, default=None, help="average with the mirror image"
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=None, metavar="N", help="most epochs (early stopping may end sooner)"
+        "--loss", choices=LOSSES, help=f"binary cross-entropy or asymmetric loss (default: {default('loss')})"
     )
     parser.add_argument(
-        "--patience", type=int, default=None, metavar="N", help="epochs without validation gain before stopping"
+        "--resize", choices=RESIZE_POLICIES, help=f"how a poster meets the input size (default: {default('resize')})"
     )
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="mini-batch size; 0 for full batch")
+    parser.add_argument(
+        "--input-size",
+        metavar="HxW",
+        type=_size,
+        help="network input (default: the backbone's width, poster-shaped for stretch and pad, e.g. 320x224)",
+    )
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help=f"average features with the mirror image's (default: {'on' if default('flip') else 'off'})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"most epochs; early stopping may end sooner (default: {default('epochs')})",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help=f"epochs without validation gain before stopping (default: {default('patience')})",
+    )
+    parser.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {default('lr')})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"mini-batch size, 0 for full batch (default: {default('batch_size')})",
+    )
     parser.add_argument(
         "--min-positives",
         type=int,
         metavar="N",
-        help="train only genres with at least N positive posters (default: 10)",
+        help=f"train only genres with at least N positive posters (default: {default('min_positives')})",
+    )
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of the split, sampling and initialisation (default: {default('seed')})"
     )
     add_min_test_positives_argument(parser)
-    parser.add_argument("--seed", type=int, help="seed of the split, the sampling and the initialisation")
     parser.add_argument("--split", metavar="FILE", help="reuse this split.csv (keeps an earlier run's test set)")
     parser.set_defaults(run=run)
 
@@ -108,23 +136,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_headline(metrics: dict) -> None:
-    """The test figures that matter, each beside what scoring every poster with the genre's prevalence gets."""
-    baseline = (metrics.get("baselines") or {}).get("prevalence") or {}
+    """The test figures that matter, each beside the trivial baseline it must beat.
+
+    Ranking figures beside scoring every poster with each genre's prevalence; F1 beside saying
+    yes to every genre, which F1 rewards. Warnings were already logged by the evaluation.
+    """
+    baselines = metrics.get("baselines") or {}
     dataset = metrics.get("dataset") or {}
     print(
         f"{dataset.get('split', 'test')} set: {metrics.get('n_samples', '?')} posters, "
         f"{len(metrics.get('genres_in_macro') or [])} genres in the macro figures"
     )
-    for key, label in (
-        ("macro_roc_auc", "macro ROC-AUC"),
-        ("macro_average_precision", "macro AP"),
-        ("micro_roc_auc", "micro ROC-AUC"),
-        ("macro_f1", "macro F1"),
+    for key, label, baseline in (
+        ("macro_roc_auc", "macro ROC-AUC", "prevalence"),
+        ("macro_average_precision", "macro AP", "prevalence"),
+        ("micro_roc_auc", "micro ROC-AUC", "prevalence"),
+        ("macro_f1", "macro F1", "always_yes"),
     ):
         if key in metrics:
-            print(f"  {label:<15} {_figure(metrics[key])}   (prevalence baseline {_figure(baseline.get(key))})")
-    for warning in metrics.get("warnings") or []:
-        print(f"  warning: {warning}")
+            reference = (baselines.get(baseline) or {}).get(key)
+            name = baseline.replace("_", "-")
+            print(f"  {label:<15} {_figure(metrics[key])}   ({name} baseline {_figure(reference)})")
 
 
 def _figure(value) -> str:

@@ -382,7 +382,9 @@ def evaluate_run(
     dataset = dataset if dataset is not None else load_run_dataset(run_dir, config)
     own = is_run_dataset(dataset, config)
     ids = test_ids(run_dir, dataset) if own else list(dataset.ids)
-    genres, skipped = match_genres(model.genres, dataset.genres, own_dataset=own)
+    # On its own dataset the genres left out at training (too few positives) are no news.
+    ignored = set(config.get("dropped_genres") or {}) if own else set()
+    genres, skipped = match_genres(model.genres, [g for g in dataset.genres if g not in ignored])
     out_dir = Path(out_dir) if out_dir else run_dir if own else run_dir / f"evaluation-{dataset_name(dataset)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -432,14 +434,8 @@ def test_ids(run_dir: Path, dataset) -> list[str]:
     return [i for i in dataset.ids if i in test]
 
 
-def match_genres(
-    model_genres: list[str], data_genres: list[str], *, own_dataset: bool = False
-) -> tuple[list[str], dict[str, list[str]]]:
-    """The genres both know, in the model's order, and those only one side has.
-
-    On the run's own dataset, the genres the model lacks are the ones training left out (too few
-    positives), which is no news worth a warning.
-    """
+def match_genres(model_genres: list[str], data_genres: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The genres both know, in the model's order, and those only one side has."""
     from postergenre.data.genres import NOT_GENRES
 
     common = [g for g in model_genres if g in data_genres]
@@ -455,8 +451,7 @@ def match_genres(
     if skipped["not_in_data"]:
         logger.warning("genres the data lacks are skipped: %s", ", ".join(skipped["not_in_data"]))
     if skipped["not_in_model"]:
-        log = logger.info if own_dataset else logger.warning
-        log("genres the model does not know are skipped: %s", ", ".join(skipped["not_in_model"]))
+        logger.warning("genres the model does not know are skipped: %s", ", ".join(skipped["not_in_model"]))
     return common, skipped
 
 
