@@ -155,7 +155,7 @@ def test_onnx_matches_pytorch(tiny_backbone, posters, tmp_path):
     """Check that features from the ONNX export equal the PyTorch backbone's within 1e-4."""
     features = extract(posters, tmp_path, device="cpu")
     assert features.spec["engine"] == "onnx"
-    assert list(tmp_path.glob("cache/onnx/tiny-*-32x24.onnx"))
+    assert list(tmp_path.glob("cache/onnx/tiny-*-64x32.onnx"))
     backbone = TinyBackbone()
     pre = Preprocessing.from_dict(features.spec["preprocessing"])
     expected = [reference_features(backbone, posters[id_], pre) for id_ in features.ids]
@@ -175,11 +175,21 @@ def test_flip_averages_poster_and_mirror(tiny_backbone, posters, tmp_path):
 
 
 def test_default_policy_keeps_the_whole_poster(tiny_backbone, posters, tmp_path):
-    """Check that without preprocessing the backbone's own input width and statistics are kept."""
-    features = extract(posters, tmp_path)
-    pre = features.spec["preprocessing"]
-    assert pre["input_size"][1] == 24 and pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.25, 0.25, 0.25]
-    assert pre["resize"] == extract_module.POSTER_RESIZE
+    """Check that by default a centre-crop backbone gets the poster policy: a tall input, its own statistics."""
+    pre = extract(posters, tmp_path).spec["preprocessing"]
+    height, width = pre["input_size"]
+    assert pre["resize"] == extract_module.POSTER_RESIZE and height > width and height % 32 == width % 32 == 0
+    assert pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.25, 0.25, 0.25]
+
+
+def test_poster_policy_sizes():
+    """Check the poster input for a 224 backbone, and that a backbone already keeping the whole poster keeps its own."""
+    lite = Preprocessing((224, 224), (0.5,) * 3, (0.5,) * 3, "center_crop")
+    assert extract_module.poster_preprocessing(lite).input_size == (256, 160)
+    assert extract_module.poster_preprocessing(lite, "pad").input_size == (224, 224)
+    assert extract_module.poster_preprocessing(lite, "center_crop") == lite
+    scratch = Preprocessing((300, 300), (0.5,) * 3, (0.5,) * 3, "stretch")
+    assert extract_module.poster_preprocessing(scratch) == scratch
 
 
 @pytest.mark.parametrize("flip", [False, True])
