@@ -23,20 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from postergenre.cache import cache_root
+
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "POSTERGENRE_CACHE_DIR"
 # Bump when the layout or the meaning of stored rows changes, so old folders are not reused.
 FORMAT_VERSION = 1
 DTYPE = np.float32
 
 
 def cache_dir() -> Path:
-    """``$POSTERGENRE_CACHE_DIR``, else ``$XDG_CACHE_HOME/postergenre``, else ``~/.cache/postergenre``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "postergenre"
+    """postergenre's cache folder (see :func:`postergenre.cache.cache_root`)."""
+    return cache_root()
 
 
 def spec_digest(spec: dict) -> str:

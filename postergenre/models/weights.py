@@ -26,11 +26,10 @@ _MAX_LISTED = 5
 
 
 def cache_dir() -> Path:
-    """postergenre's cache folder: $POSTERGENRE_CACHE_DIR, else $XDG_CACHE_HOME/postergenre or ~/.cache/postergenre."""
-    if os.environ.get("POSTERGENRE_CACHE_DIR"):
-        return Path(os.environ["POSTERGENRE_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "postergenre"
+    """postergenre's cache folder (see :func:`postergenre.cache.cache_root`)."""
+    from postergenre.cache import cache_root
+
+    return cache_root()
 
 
 def weights_cache_dir() -> Path:
