@@ -14,7 +14,6 @@ are overwritten by the next append) and loses nothing it had already indexed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postergenre.cache import cache_root
+from postergenre.cache import cache_root, locked
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +44,6 @@ def spec_digest(spec: dict) -> str:
 
 def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` where the platform has ``fcntl``, so that two processes
-    extracting the same spec at once append one after the other."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent runs on one spec are not supported there.
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -127,7 +109,7 @@ class FeatureStore:
         values = np.ascontiguousarray(values, dtype=DTYPE)
         if values.shape != (len(digests), self.num_features):
             raise ValueError(f"expected features of shape ({len(digests)}, {self.num_features}), got {values.shape}")
-        with _locked(self.folder / ".lock"):
+        with locked(self.folder / ".lock"):
             if self.index_path.stat().st_size != self._index_size:  # another process appended, or a torn line
                 self.rows = self._read_index()
             seen = set(self.rows)

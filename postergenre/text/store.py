@@ -9,13 +9,14 @@ Keys are content hashes, so a changed input simply gets a new line and the old o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from postergenre.cache import locked
 
 logger = logging.getLogger(__name__)
 
@@ -31,22 +32,6 @@ def spec_digest(spec: dict) -> str:
 
 def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock where the platform has ``fcntl``, so two runs appending at once take turns."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent runs on one store are not supported there.
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class RecordStore:
@@ -80,7 +65,7 @@ class RecordStore:
 
     def _end_partial_line(self) -> None:
         """Close a half-written last line, so that the next append starts on a line of its own."""
-        with _locked(self.folder / ".lock"), open(self.path, "rb+") as handle:
+        with locked(self.folder / ".lock"), open(self.path, "rb+") as handle:
             if handle.seek(0, os.SEEK_END) == 0:
                 return
             handle.seek(-1, os.SEEK_END)
@@ -104,7 +89,7 @@ class RecordStore:
             lines.append(json.dumps({"key": key, "value": value}, separators=(",", ":")) + "\n")
         if not lines:
             return
-        with _locked(self.folder / ".lock"), open(self.path, "a", encoding="utf-8") as handle:
+        with locked(self.folder / ".lock"), open(self.path, "a", encoding="utf-8") as handle:
             handle.write("".join(lines))
             handle.flush()
             os.fsync(handle.fileno())
