@@ -74,17 +74,18 @@ def load_images(image_paths: dict, preprocessing, *, progress: bool = True) -> t
 
     from postergenre.data.images import ImageError, open_rgb
 
-    ids, arrays, failed = [], [], {}
+    height, width = preprocessing.input_size
+    # Filled in place: stacking a list would hold every poster twice at the peak (GBs on the full set).
+    pixels = np.empty((len(image_paths), height, width, 3), np.uint8)
+    ids, failed = [], {}
     for id_, path in tqdm(image_paths.items(), desc="decoding posters", unit="img", disable=not progress):
         try:
-            arrays.append(np.asarray(preprocessing.resize_image(open_rgb(path)), dtype=np.uint8))
+            pixels[len(ids)] = np.asarray(preprocessing.resize_image(open_rgb(path)), dtype=np.uint8)
         except ImageError as exc:
             failed[id_] = str(exc)
             continue
         ids.append(id_)
-    height, width = preprocessing.input_size
-    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), np.uint8)
-    return ImageSet(ids, pixels), failed
+    return ImageSet(ids, pixels[: len(ids)]), failed
 
 
 def train_on_images(dataset, config, preprocessing, split, genres, *, skip_missing: bool, progress: bool):
@@ -99,9 +100,9 @@ def train_on_images(dataset, config, preprocessing, split, genres, *, skip_missi
     images, failed = load_images({i: dataset.image_paths[i] for i in dataset.ids}, preprocessing, progress=progress)
     drop_images(dataset, failed, skip=skip_missing)
     labels = dataset.labels[genres]
-    sides = {}
+    sides, have = {}, set(images.ids)
     for side in ("train", "validation"):
-        ids = [i for i in split.index[split["split"] == side] if i in set(images.ids)]
+        ids = [i for i in split.index[split["split"] == side] if i in have]
         sides[side] = (images.take(ids), labels.loc[ids].to_numpy(dtype=np.int8))
     result = fit_images(config, preprocessing, sides["train"], sides["validation"], progress=progress)
     features = backbone_features(result.backbone, preprocessing, images.pixels)
@@ -126,6 +127,7 @@ def fit_images(config, preprocessing, train, validation, *, progress: bool = Tru
     """Train end to end with BCE and AdamW, stopping early on validation macro AUC; best epoch restored."""
     from postergenre.training.losses import create_loss
 
+    # config.threads (1 by default) is for heads on features; a CNN needs every core torch gives it.
     (x_train, y_train), (x_val, y_val) = train, validation
     rng = np.random.default_rng(config.seed)
     prevalence = train_prevalence(y_train)
