@@ -12,7 +12,7 @@ RESIZE_POLICIES = ("center_crop", "pad", "stretch")
 
 
 def add_parser(subparsers) -> None:
-    from postergenre.training.config import HEADS, LOSSES, MODES, TrainConfig
+    from postergenre.training.config import HEADS, IMAGE_BACKBONE, LOSSES, MODES, TrainConfig
 
     default = TrainConfig.default
     parser = subparsers.add_parser(
@@ -49,6 +49,12 @@ def add_parser(subparsers) -> None:
         "--flip",
         action=argparse.BooleanOptionalAction,
         help=f"average features with the mirror image's (default: {'on' if default('flip') else 'off'})",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        default=None,
+        help=f"random flip, crop and colour jitter while training on images ({IMAGE_BACKBONE} only)",
     )
     parser.add_argument(
         "--epochs",
@@ -104,6 +110,7 @@ def build_config(args: argparse.Namespace):
         "resize": args.resize,
         "input_size": args.input_size,
         "flip": args.flip,
+        "augment": args.augment,
         "epochs": args.epochs,
         "patience": args.patience,
         "lr": args.lr,

@@ -28,6 +28,8 @@ MODES = ("multilabel", "per-genre")
 HEADS = ("linear", "mlp")
 LOSSES = ("bce", "asl")
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# The backbone with no pretrained weights: trained end to end on the images (postergenre.training.images).
+IMAGE_BACKBONE = "custom_cnn"
 # Posters are about 2:3 (tall); an input of this height-to-width ratio keeps the whole poster
 # with little distortion when it is stretched or padded instead of cropped.
 POSTER_ASPECT = 10 / 7
@@ -42,6 +44,8 @@ class TrainConfig:
     resize: str = "stretch"
     input_size: tuple[int, int] | None = None  # None: the backbone's, reshaped to a poster for stretch/pad
     flip: bool = False
+    # Random flip, mild crop and colour jitter of the posters; only when the backbone trains on images.
+    augment: bool = False
     mode: str = "multilabel"
     head: str = "mlp"
     hidden: int | None = None  # None: 512 for a shared MLP, 64 per genre for a per-genre MLP
@@ -78,6 +82,16 @@ class TrainConfig:
             raise ValueError(f"epochs and patience must be at least 1, got {self.epochs} and {self.patience}")
         if self.input_size is not None:
             self.input_size = tuple(int(v) for v in self.input_size)
+        if self.augment and not self.from_images:
+            raise ValueError(
+                f"--augment applies to training on images (--backbone {IMAGE_BACKBONE}) for now; "
+                f"{self.backbone!r} trains a head on cached features"
+            )
+
+    @property
+    def from_images(self) -> bool:
+        """Whether the backbone trains on the posters (from scratch) instead of a head on cached features."""
+        return self.backbone == IMAGE_BACKBONE
 
     @property
     def head_type(self) -> str:

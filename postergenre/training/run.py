@@ -111,10 +111,19 @@ def train_run(
     write_config(run_dir, config, dataset, selection, split_path)
     save_split_file(split, run_dir / SPLIT_CSV)
 
-    features = extract_dataset_features(dataset, config, preprocessing, skip_missing, progress)
-    sides = side_arrays(features, dataset.labels[genres], split)
-    warnings = split_warnings(sides, genres)
-    result = train_head(config, sides)
+    if config.from_images:
+        from postergenre.training.images import train_on_images
+
+        features, result = train_on_images(
+            dataset, config, preprocessing, split, genres, skip_missing=skip_missing, progress=progress
+        )
+        sides = side_arrays(features, dataset.labels[genres], split)
+        warnings = split_warnings(sides, genres)
+    else:
+        features = extract_dataset_features(dataset, config, preprocessing, skip_missing, progress)
+        sides = side_arrays(features, dataset.labels[genres], split)
+        warnings = split_warnings(sides, genres)
+        result = train_head(config, sides)
     warnings += result.warnings
 
     val_ids, x_val, y_val = sides["validation"]
@@ -123,7 +132,12 @@ def train_run(
     prevalence = sides["train"][2].mean(0)
     info = describe_model(run_dir, config, result, genres, thresholds, prevalence, preprocessing, features.spec)
     save_model(run_dir, result.head, info)
-    copy_backbone(run_dir, config, preprocessing)
+    if config.from_images:
+        from postergenre.training.images import save_trained_backbone
+
+        save_trained_backbone(run_dir, result.backbone, preprocessing.input_size)
+    else:
+        copy_backbone(run_dir, config, preprocessing)
     write_history(run_dir, result.history)
     pd.DataFrame(val_scores, index=pd.Index(val_ids, name="Id"), columns=genres).to_csv(run_dir / VALIDATION_CSV)
     update_config(run_dir, best_epoch=result.best_epoch, stopped_early=result.stopped_early, warnings=warnings)
@@ -265,6 +279,8 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "weights": spec.get("weights", config.weights),
         "preprocessing": preprocessing.to_dict(),
         "flip": config.flip,
+        "augment": config.augment,
+        "trained_backbone": config.from_images,
         "genres": list(genres),
         "thresholds": [float(t) for t in thresholds],
         "train_prevalence": [float(p) for p in prevalence],
@@ -388,6 +404,11 @@ def evaluate_run(
     out_dir = Path(out_dir) if out_dir else run_dir if own else run_dir / f"evaluation-{dataset_name(dataset)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if features is None and model.info.get("trained_backbone"):
+        # A run that trained its backbone scores with its own (backbone.onnx), not the registry's weights.
+        from postergenre.training.images import run_folder_features
+
+        features = run_folder_features(run_dir, {i: dataset.image_paths[i] for i in ids}, progress=progress)
     if features is None:
         features = run_features(model, dataset, ids, config.get("weights"), progress)
     ids = [i for i in ids if i in set(features.ids)]
