@@ -76,7 +76,7 @@ class Figure:
         note = f" ({self.note})" if self.note else ""
         return [
             self.name,
-            measured + unit + note,
+            measured + (unit if self.measured is not None else "") + note,
             target + (unit if self.target is not None else ""),
             self.verdict(comparable),
         ]
