@@ -1,0 +1,338 @@
+"""Every figure of the transfer-learning core beside its target, on the shared dataset.
+
+    python benchmarks/core_targets.py [--data DIR] [--quick [N]] [--throughput-n N]
+
+Runs, as a user would, in fresh processes with the default settings:
+
+1. cold pipeline: ``postergenre train DATA --out RUN`` with an empty POSTERGENRE_CACHE_DIR
+   (ONNX export, features, training, evaluation, report); target <= 120 s;
+2. warm pipeline: the same with the cache kept and ``--split RUN/split.csv``; target <= 15 s;
+3. quality: test macro ROC-AUC (>= 0.80) and macro AP (>= 0.35) from RUN/metrics.json, beside
+   the prevalence baseline;
+4. extraction throughput: end-to-end images/s over forward-only images/s, measured in one run
+   with the helpers of ``benchmarks/feature_throughput.py``; target >= 0.75;
+5. ``postergenre predict RUN POSTER`` in a fresh process, median of 3; target <= 2 s;
+6. the peak memory (max RSS) of the cold train process, printed without a target.
+
+``--quick N`` trains on the first N labelled posters only (default 1500): a smoke run whose
+figures are NOT comparable to the targets (marked n/c). Skips with a message where the shared
+dataset is absent (looked for in ../shared/datasets/movie-posters, or set
+POSTERGENRE_SHARED_DATASET, or pass --data). Exits 1 if a full run misses a target. The load
+average is printed: on a shared machine the timings are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import feature_throughput  # noqa: E402  (a sibling script: its helpers measure the throughput ratio)
+
+TARGET_COLD_S = 120.0
+TARGET_WARM_S = 15.0
+TARGET_AUC = 0.80
+TARGET_AP = 0.35
+TARGET_RATIO = feature_throughput.TARGET_RATIO
+TARGET_PREDICT_S = 2.0
+PREDICT_REPEATS = 3
+QUICK_DEFAULT = 1500
+
+
+@dataclass
+class Figure:
+    name: str
+    measured: float | None
+    unit: str = ""
+    target: float | None = None
+    at_least: bool = False  # the target is a floor (quality, ratio) rather than a ceiling (time)
+    note: str = ""
+    format: str = ".3f"  # ratios and scores; times ".1f", memory ".0f"
+
+    def verdict(self, comparable: bool) -> str:
+        if self.measured is None:
+            return "ERROR"
+        if self.target is None:
+            return "-"
+        if not comparable:
+            return "n/c"
+        met = self.measured >= self.target if self.at_least else self.measured <= self.target
+        return "PASS" if met else "FAIL"
+
+    def cells(self, comparable: bool) -> list[str]:
+        measured = "n/a" if self.measured is None else f"{self.measured:{self.format}}"
+        target = "-" if self.target is None else f"{'>=' if self.at_least else '<='} {self.target:g}"
+        unit = f" {self.unit}" if self.unit else ""
+        note = f" ({self.note})" if self.note else ""
+        return [
+            self.name,
+            measured + (unit if self.measured is not None else "") + note,
+            target + (unit if self.target is not None else ""),
+            self.verdict(comparable),
+        ]
+
+
+class CommandFailed(RuntimeError):
+    """A timed subprocess exited non-zero; the message holds its command and the tail of its output."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Running commands
+
+
+def postergenre_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "postergenre", "-q", *args]
+
+
+def child_env(cache: Path) -> dict:
+    """This worktree's package first, and the given feature/ONNX cache."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "POSTERGENRE_CACHE_DIR": str(cache)}
+
+
+def timed_run(command: list[str], env: dict) -> tuple[float, int, str]:
+    """(wall seconds, max RSS in MiB, stdout) of ``command``; raises CommandFailed with its output tail.
+
+    os.wait4 gives this child's own resource usage, so the peak is the command's, not the
+    largest of all children so far (which RUSAGE_CHILDREN would give).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if process.returncode != 0:
+        tail = "\n".join((stdout + stderr).strip().splitlines()[-15:])
+        raise CommandFailed(f"exit {process.returncode}: {' '.join(command)}\n{tail}")
+    return seconds, usage.ru_maxrss // 1024, stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The figures
+
+
+def dataset_arguments(data: Path, quick: int | None, work: Path) -> list[str]:
+    """DATA, or for --quick a CSV of the first N rows with a poster, beside the real images folder."""
+    if quick is None:
+        return [str(data)]
+    from postergenre.data.dataset import load_dataset
+
+    dataset = load_dataset(data)
+    keep = set(dataset.ids[:quick])
+    lines = Path(dataset.csv_path).read_text().splitlines()
+    rows = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0] in keep]
+    subset = work / "quick.csv"
+    subset.write_text("\n".join(rows) + "\n")
+    return ["--csv", str(subset), "--images", str(dataset.images_dir)]
+
+
+def pipeline_figures(dataset_args: list[str], work: Path, cache: Path) -> tuple[list[Figure], Path | None]:
+    """Cold and warm ``postergenre train``, the test quality and the cold run's peak memory."""
+    env = child_env(cache)
+    cold_run, warm_run = work / "cold-run", work / "warm-run"
+    figures = []
+    try:
+        seconds, rss, stdout = timed_run(postergenre_command("train", *dataset_args, "--out", str(cold_run)), env)
+        print(f"cold train: {seconds:.1f} s, max RSS {rss} MiB\n" + indent(stdout))
+        figures.append(Figure("cold pipeline (train, empty cache)", seconds, "s", TARGET_COLD_S, format=".1f"))
+        figures.append(Figure("peak memory of the cold train (max RSS)", rss, "MiB", format=".0f"))
+    except CommandFailed as exc:
+        print(f"cold train FAILED: {exc}")
+        cold = Figure("cold pipeline (train, empty cache)", None, "s", TARGET_COLD_S, format=".1f")
+        warm = Figure("warm pipeline (train, cache kept, --split)", None, "s", TARGET_WARM_S, note="needs the cold run")
+        return [cold, warm, *missing_quality()], None
+    figures += quality_figures(cold_run)
+    split = ["--split", str(cold_run / "split.csv")]
+    try:
+        seconds, rss, _ = timed_run(postergenre_command("train", *dataset_args, "--out", str(warm_run), *split), env)
+        print(f"warm train: {seconds:.1f} s, max RSS {rss} MiB")
+        figures.insert(
+            1, Figure("warm pipeline (train, cache kept, --split)", seconds, "s", TARGET_WARM_S, format=".1f")
+        )
+    except CommandFailed as exc:
+        print(f"warm train FAILED: {exc}")
+        figures.insert(1, Figure("warm pipeline (train, cache kept, --split)", None, "s", TARGET_WARM_S, format=".1f"))
+    return figures, cold_run
+
+
+def quality_figures(run: Path) -> list[Figure]:
+    """Test macro ROC-AUC and AP from metrics.json, each beside the prevalence baseline."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {run / 'metrics.json'}: {exc}")
+        return missing_quality()
+    baseline = (metrics.get("baselines") or {}).get("prevalence") or {}
+    n_genres = len(metrics.get("genres_in_macro") or [])
+    figures = []
+    for key, name, target in (
+        ("macro_roc_auc", "test macro ROC-AUC", TARGET_AUC),
+        ("macro_average_precision", "test macro AP", TARGET_AP),
+    ):
+        reference = baseline.get(key)
+        note = f"prevalence {reference:.3f}" if reference is not None else "no baseline"
+        figures.append(Figure(name, metrics.get(key), target=target, at_least=True, note=note))
+    print(f"quality: {metrics.get('n_samples', '?')} test posters, {n_genres} genres in the macro figures")
+    return figures
+
+
+def missing_quality() -> list[Figure]:
+    return [
+        Figure("test macro ROC-AUC", None, target=TARGET_AUC, at_least=True),
+        Figure("test macro AP", None, target=TARGET_AP, at_least=True),
+    ]
+
+
+def throughput_figure(data: Path, n: int, work: Path) -> Figure:
+    """End-to-end over forward-only images/s in one run, as benchmarks/feature_throughput.py measures it."""
+    import numpy as np
+
+    from postergenre.features import default_preprocessing, load_input
+    from postergenre.features.onnx_export import onnx_backbone, weights_digest
+    from postergenre.models.backbones import create_backbone
+    from postergenre.training.config import DEFAULT_BACKBONE
+
+    paths = feature_throughput.load_poster_paths(data, n)
+    preprocessing = default_preprocessing(DEFAULT_BACKBONE)
+    backbone = create_backbone(DEFAULT_BACKBONE).eval()
+    distinct = list(paths.values())[: feature_throughput.DISTINCT_INPUTS]
+    inputs = np.stack([load_input(p, preprocessing) for p in distinct])
+    cache = work / "throughput-cache"
+    cache.mkdir()
+    session = onnx_backbone(cache, backbone, preprocessing.input_size, weights_digest(backbone))
+    forward_rate = feature_throughput.forward_throughput(lambda x: session.run(None, {"input": x}), inputs, n, 32)
+    n_posters, wall, inside = feature_throughput.timed_extraction(paths, DEFAULT_BACKBONE, preprocessing, False, cache)
+    end_to_end = n_posters / wall
+    print(
+        f"throughput on {n_posters} posters: forward only {forward_rate:.1f} img/s, end to end {end_to_end:.1f} "
+        f"img/s, {inside / wall:.0%} of end-to-end time inside forward"
+    )
+    note = f"{end_to_end:.1f} / {forward_rate:.1f} img/s"
+    return Figure(
+        "extraction end-to-end / forward-only", end_to_end / forward_rate, target=TARGET_RATIO, at_least=True, note=note
+    )
+
+
+def predict_figure(run: Path, cache: Path) -> Figure:
+    """Median wall time of ``postergenre predict RUN POSTER`` in fresh processes, after one warm-up."""
+    poster = test_poster(run)
+    command = postergenre_command("predict", str(run), str(poster))
+    env = child_env(cache)
+    try:
+        timed_run(command, env)  # the OS file cache, as a user's second call finds it
+        times = [timed_run(command, env)[0] for _ in range(PREDICT_REPEATS)]
+    except CommandFailed as exc:
+        print(f"predict FAILED: {exc}")
+        return Figure("predict one poster, fresh process", None, "s", TARGET_PREDICT_S, format=".1f")
+    print(f"predict {poster.name}: " + ", ".join(f"{t:.2f}" for t in times) + " s")
+    return Figure(
+        "predict one poster, fresh process",
+        statistics.median(times),
+        "s",
+        TARGET_PREDICT_S,
+        format=".2f",
+        note=f"median of {PREDICT_REPEATS}",
+    )
+
+
+def test_poster(run: Path) -> Path:
+    """The poster file of the first test id of the run's split."""
+    import pandas as pd
+
+    config = json.loads((run / "config.json").read_text())
+    split = pd.read_csv(run / "split.csv", index_col=0, dtype=str)
+    first = split.index[split["split"] == "test"][0]
+    return Path(config["dataset"]["images"]) / f"{first}.jpg"
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines())
+
+
+def print_table(figures: list[Figure], comparable: bool) -> None:
+    rows = [["figure", "measured", "target", "verdict"]] + [f.cells(comparable) for f in figures]
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    for k, row in enumerate(rows):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
+        if k == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the shared movie-poster dataset)")
+    parser.add_argument(
+        "--quick",
+        type=int,
+        nargs="?",
+        const=QUICK_DEFAULT,
+        metavar="N",
+        help=f"smoke run on the first N posters (default {QUICK_DEFAULT}); figures not comparable to targets",
+    )
+    parser.add_argument(
+        "--throughput-n",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="posters for the extraction throughput ratio (default 1000; --quick: at most 300)",
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    data = (args.data or feature_throughput.shared_dataset()).resolve()
+    if not (data / "train.csv").is_file():
+        print(f"skipped: no dataset at {data} (no train.csv); pass --data or set POSTERGENRE_SHARED_DATASET")
+        return 0
+    comparable = args.quick is None
+    throughput_n = args.throughput_n if comparable else min(args.throughput_n, 300, args.quick)
+    print(f"core targets on {data}{'' if comparable else f' (QUICK: first {args.quick} posters)'}; {load_text()}")
+
+    with tempfile.TemporaryDirectory(prefix="core-targets-") as tmp:
+        work = Path(tmp)
+        cache = work / "cache"
+        dataset_args = dataset_arguments(data, args.quick, work)
+        figures, run = pipeline_figures(dataset_args, work, cache)
+        try:
+            figures.append(throughput_figure(data, throughput_n, work))
+        except Exception as exc:  # shown; the other figures are still printed
+            print(f"throughput FAILED: {type(exc).__name__}: {exc}")
+            figures.append(Figure("extraction end-to-end / forward-only", None, target=TARGET_RATIO, at_least=True))
+        if run is not None:
+            figures.append(predict_figure(run, cache))
+        else:
+            figures.append(Figure("predict one poster, fresh process", None, "s", TARGET_PREDICT_S, format=".1f"))
+
+    print(f"\nafter the runs: {load_text()}")
+    if not comparable:
+        print(f"QUICK run on {args.quick} posters: figures are NOT comparable to the targets (n/c)")
+    print_table(figures, comparable)
+    verdicts = [f.verdict(comparable) for f in figures]
+    return 1 if "ERROR" in verdicts or (comparable and "FAIL" in verdicts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
