@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from postergenre.training.loop import (
+    EarlyStopping,
     TrainResult,
-    balanced_accuracy,
+    epoch_row,
     log_epoch,
     log_odds,
-    macro_auc,
     stopping_warnings,
     train_prevalence,
 )
@@ -138,30 +138,20 @@ def fit_images(config, preprocessing, train, validation, *, progress: bool = Tru
         model = build_model(config, y_train.shape[1], prevalence)
         loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        history, best = [], (-np.inf, 0, copy.deepcopy(model.state_dict()))
+        stopper = EarlyStopping(model, config.patience)
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
             loss = train_one_epoch(model, loss_fn, optimizer, x_train, y_train, config, preprocessing, rng, progress)
             logits = predict_image_logits(model, preprocessing, x_val)
-            row = {
-                "epoch": epoch,
-                "loss": loss,
-                "val_macro_auc": macro_auc(y_val, logits),
-                "val_balanced_accuracy": balanced_accuracy(y_val, logits, cut),
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(row)
+            row = epoch_row(epoch, loss, y_val, logits, cut, start)
             log_epoch(row, config.epochs)
-            auc = row["val_macro_auc"]
-            if not np.isfinite(auc) or auc > best[0] + 1e-4:
-                best = (auc if np.isfinite(auc) else -np.inf, epoch, copy.deepcopy(model.state_dict()))
-            elif epoch - best[1] >= config.patience:
+            if stopper.step(row):
                 break
-    model.load_state_dict(best[2])
+    history, best_epoch = stopper.history, stopper.restore_best()
     model.eval()
     stopped_early = len(history) < config.epochs
-    warnings = stopping_warnings(history, best[1])
-    return ImageTrainResult(model.head, history, best[1], stopped_early, warnings, backbone=model.backbone)
+    warnings = stopping_warnings(history, best_epoch)
+    return ImageTrainResult(model.head, history, best_epoch, stopped_early, warnings, backbone=model.backbone)
 
 
 def train_one_epoch(model, loss_fn, optimizer, pixels, labels, config, preprocessing, rng, progress) -> float:

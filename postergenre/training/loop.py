@@ -111,31 +111,60 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
     cut = np.zeros(y_train.shape[1]) if decision_cut is None else np.asarray(decision_cut)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
-    history, best = [], (-np.inf, 0, copy.deepcopy(head.state_dict()))
+    stopper = EarlyStopping(head, settings.patience)
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         mask = None if sample_mask is None else torch.as_tensor(sample_mask(rng), dtype=torch.float32)
         loss = train_one_epoch(head, loss_fn, optimizer, x_train, y_train, mask, settings.batch_size, rng)
         logits = predict_logits(head, validation[0])
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            "val_macro_auc": macro_auc(y_val, logits),
-            "val_balanced_accuracy": balanced_accuracy(y_val, logits, cut),
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(row)
+        row = epoch_row(epoch, loss, y_val, logits, cut, start)
         log_epoch(row, settings.epochs)
-        auc = row["val_macro_auc"]
-        # Without a usable validation AUC there is nothing to stop on: keep the latest epoch.
-        if not np.isfinite(auc) or auc > best[0] + MIN_DELTA:
-            best = (auc if np.isfinite(auc) else -np.inf, epoch, copy.deepcopy(head.state_dict()))
-        elif epoch - best[1] >= settings.patience:
+        if stopper.step(row):
             break
 
-    head.load_state_dict(best[2])
+    history, best_epoch = stopper.history, stopper.restore_best()
     head.eval()
-    return TrainResult(head, history, best[1], len(history) < settings.epochs, stopping_warnings(history, best[1]))
+    return TrainResult(
+        head, history, best_epoch, len(history) < settings.epochs, stopping_warnings(history, best_epoch)
+    )
+
+
+def epoch_row(epoch: int, loss: float, y_val: np.ndarray, logits: np.ndarray, cut: np.ndarray, start: float) -> dict:
+    """One row of ``history.csv``: the epoch's training loss and its validation figures."""
+    return {
+        "epoch": epoch,
+        "loss": loss,
+        "val_macro_auc": macro_auc(y_val, logits),
+        "val_balanced_accuracy": balanced_accuracy(y_val, logits, cut),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+class EarlyStopping:
+    """Keeps the epochs' history and the weights of the best validation macro AUC so far, and says
+    when ``patience`` epochs have passed without a gain of at least ``MIN_DELTA``."""
+
+    def __init__(self, module: nn.Module, patience: int):
+        self.module, self.patience = module, patience
+        self.history: list[dict] = []
+        self.best_auc, self.best_epoch = -np.inf, 0
+        self.best_state = copy.deepcopy(module.state_dict())
+
+    def step(self, row: dict) -> bool:
+        """Record an epoch's row; True when training should stop."""
+        self.history.append(row)
+        auc, epoch = row["val_macro_auc"], row["epoch"]
+        # Without a usable validation AUC there is nothing to stop on: keep the latest epoch.
+        if not np.isfinite(auc) or auc > self.best_auc + MIN_DELTA:
+            self.best_auc = auc if np.isfinite(auc) else -np.inf
+            self.best_epoch, self.best_state = epoch, copy.deepcopy(self.module.state_dict())
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+    def restore_best(self) -> int:
+        """Load the best epoch's weights back into the module; returns that epoch."""
+        self.module.load_state_dict(self.best_state)
+        return self.best_epoch
 
 
 def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> float:
