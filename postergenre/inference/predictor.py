@@ -199,12 +199,14 @@ class Predictor:
         return Scores(scored, values, predicted, failed)
 
     def _load_batch(self, paths: list[str], failed: dict[str, str]) -> tuple[list[str], np.ndarray]:
-        from postergenre.data.images import ImageError, open_rgb
+        from postergenre.data.images import ImageError
+        from postergenre.features.extract import load_input
 
         names, arrays = [], []
         for path in paths:
             try:
-                arrays.append(self.preprocessing(open_rgb(path)))
+                # The same decoding as feature extraction, so a poster scores as it did in evaluation.
+                arrays.append(load_input(path, self.preprocessing))
             except ImageError as exc:
                 failed[path] = str(exc)
                 logger.warning("skipped: %s", exc)

@@ -220,14 +220,17 @@ def _megabytes(n_bytes: int) -> str:
 # ---- decoding the poster ---------------------------------------------------------------------
 
 
-def decode_poster(upload: Upload) -> Image.Image:
-    """The upload as an RGB image; anything else is an :class:`ApiError` naming the file."""
+def decode_poster(upload: Upload, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The upload as an RGB image; anything else is an :class:`ApiError` naming the file.
+
+    ``draft``: decode a large JPEG at a reduced scale, as feature extraction does (for scoring).
+    """
     from postergenre.data.images import ImageError, open_rgb
 
     if not upload.data:
         raise ApiError(400, f"{upload.filename}: the file is empty (0 bytes); {IMAGE_HINT}")
     try:
-        return open_rgb(io.BytesIO(upload.data), name=upload.filename)
+        return open_rgb(io.BytesIO(upload.data), name=upload.filename, draft=draft)
     except ImageError as exc:
         raise ApiError(_image_error_status(exc), str(exc)) from exc
 
@@ -280,6 +283,12 @@ class ModelService:
             "thresholds": [float(t) for t in self.predictor.thresholds],
             "metrics": self.metrics,
         }
+
+    @property
+    def draft(self) -> tuple[int, int]:
+        from postergenre.features.extract import draft_size
+
+        return draft_size(self.predictor.preprocessing)
 
     def probabilities(self, image: Image.Image) -> np.ndarray:
         """Every genre's probability for one poster, as ``postergenre predict`` computes it."""
@@ -462,7 +471,10 @@ def add_api_routes(app: FastAPI, service: ModelService, limit: int) -> None:
     async def predict(request: Request) -> dict:
         started = time.perf_counter()
         upload = await read_upload(request, limit)
-        probabilities = await run_in_threadpool(lambda: service.probabilities(decode_poster(upload)))
+        # Decoded the way training decoded it, so that a poster scores the same here as in evaluation.
+        probabilities = await run_in_threadpool(
+            lambda: service.probabilities(decode_poster(upload, draft=service.draft))
+        )
         result = service.prediction(probabilities)
         return {**result, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
