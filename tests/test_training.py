@@ -198,3 +198,15 @@ def test_poster_input_size_keeps_width_and_poster_shape():
     """Check that a square input becomes a 10:7 poster of the same width, rounded to 32 pixels."""
     assert poster_input_size((224, 224)) == (320, 224)
     assert poster_input_size((260, 260)) == (384, 260)
+
+
+def test_macro_auc_equals_scikit_learn_with_ties_and_single_class_genres():
+    """Check that the ranked macro AUC equals scikit-learn's mean AUC, ties included, skipping one-class genres."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 5)) < [0.05, 0.2, 0.5, 0.0, 1.0]).astype(np.int8)
+    scores = np.round(rng.random((300, 5)) + y * 0.3, 1)  # rounding makes many ties
+    expected = np.mean([roc_auc_score(y[:, g], scores[:, g]) for g in range(3)])
+    assert macro_auc(y, scores) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(macro_auc(y[:, 3:], scores[:, 3:]))

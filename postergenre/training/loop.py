@@ -49,15 +49,24 @@ class FitSettings:
 
 
 def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Mean ROC-AUC over the genres that have both positives and negatives; NaN if none has."""
-    from sklearn.metrics import roc_auc_score
+    """Mean ROC-AUC over the genres that have both positives and negatives; NaN if none has.
 
-    aucs = [
-        roc_auc_score(y_true[:, g], y_score[:, g])
-        for g in range(y_true.shape[1])
-        if 0 < y_true[:, g].sum() < len(y_true)
-    ]
-    return float(np.mean(aucs)) if aucs else float("nan")
+    The AUC is the Mann-Whitney statistic from average ranks (ties count a half, as in
+    scikit-learn's ``roc_auc_score``), for all genres in one ranking: early stopping computes it
+    every epoch, and one call per genre cost more than the epoch's training.
+    """
+    from scipy.stats import rankdata
+
+    y_true = np.asarray(y_true) > 0
+    positives = y_true.sum(0)
+    negatives = len(y_true) - positives
+    usable = (positives > 0) & (negatives > 0)
+    if not usable.any():
+        return float("nan")
+    ranks = rankdata(np.asarray(y_score, dtype=np.float64)[:, usable], axis=0)
+    n_pos, n_neg = positives[usable], negatives[usable]
+    rank_sums = (ranks * y_true[:, usable]).sum(0)
+    return float(np.mean((rank_sums - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)))
 
 
 def balanced_accuracy(y_true: np.ndarray, logits: np.ndarray, cut: np.ndarray) -> float:
