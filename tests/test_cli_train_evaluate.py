@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from training_doubles import cli_main, install_doubles
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western"]
-FAST = ["--epochs", "5", "--patience", "3", "--min-positives", "3"]
+FAST = ["--epochs", "5", "--patience", "3", "--min-positives", "3", "--no-text"]
 MODEL_FIELDS = {
     "name",
     "mode",

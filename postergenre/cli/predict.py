@@ -56,9 +56,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     if not scores.paths:
         raise PosterGenreError("no image could be scored; give JPEG, PNG or WebP posters")
+    if predictor.uses_text and not args.quiet:
+        print(timing_line(scores.timings, len(scores.paths)), file=sys.stderr)
     rows = prediction_rows(scores, predictor.genres, args.top)
     sys.stdout.write(FORMATTERS[args.format](rows, predictor.genres))
     return 0
+
+
+def timing_line(timings: dict, n_posters: int) -> str:
+    """Where a text model's time went, per poster: OCR (with text features) and the image part."""
+    return (
+        f"timings: OCR and text {timings.get('ocr', 0):.1f} ms/poster ({timings.get('ocr_cached', 0)} of "
+        f"{n_posters} cached), image {timings.get('image', 0):.1f} ms/poster"
+    )
 
 
 def prediction_rows(scores, genres: list[str], top: int) -> list[dict]:

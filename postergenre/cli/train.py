@@ -84,9 +84,32 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--seed", type=int, help=f"seed of the split, sampling and initialisation (default: {default('seed')})"
     )
+    add_text_arguments(parser)
     add_min_test_positives_argument(parser)
     parser.add_argument("--split", metavar="FILE", help="reuse this split.csv (keeps an earlier run's test set)")
     parser.set_defaults(run=run)
+
+
+def add_text_arguments(parser) -> None:
+    """--text / --no-text (default auto) and --fusion: poster text beside the image."""
+    from postergenre.training.config import FUSIONS
+
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument(
+        "--text",
+        dest="text",
+        action="store_const",
+        const="on",
+        help="fuse the poster's text (OCR, sentence embedding) with the image; needs the text extra "
+        "(default: auto, which tries it when the extra is installed and keeps it if validation AUC gains)",
+    )
+    text.add_argument("--no-text", dest="text", action="store_const", const="off", help="read the image only")
+    parser.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        help="concat: image and text features in one head; late: two heads, logits blended with a weight "
+        "tuned on validation; auto: the better on validation (default: auto)",
+    )
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -118,6 +141,8 @@ def build_config(args: argparse.Namespace):
         "min_positives": args.min_positives,
         "min_test_positives": args.min_test_positives,
         "seed": args.seed,
+        "text": args.text,
+        "fusion": args.fusion,
     }
     try:
         return TrainConfig(**{k: v for k, v in given.items() if v is not None})

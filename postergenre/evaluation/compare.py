@@ -2,7 +2,8 @@
 
 Each run folder holds the ``metrics.json`` that ``postergenre evaluate`` writes (the dict of
 :func:`postergenre.evaluation.metrics.evaluate_scores`) and, where present, ``model.json`` for the name,
-backbone and mode. Runs over different genres are compared on the genres they share.
+backbone, mode and whether the model reads poster text. Runs over different genres are compared on the
+genres they share.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Run:
     backbone: str | None
     mode: str | None
     metrics: dict
+    # How the model reads poster text: "concat" or "late"; "no" for image only; None without model.json.
+    text: str | None = None
 
 
 @dataclass
@@ -77,7 +80,8 @@ def load_run(folder: Path) -> Run:
             f"run `postergenre evaluate {folder}` again"
         )
     model = _read_json(folder / "model.json") if (folder / "model.json").is_file() else {}
-    return Run(folder, model.get("name") or folder.name, model.get("backbone"), model.get("mode"), metrics)
+    text = ((model.get("text") or {}).get("fusion") or "no") if model else None
+    return Run(folder, model.get("name") or folder.name, model.get("backbone"), model.get("mode"), metrics, text)
 
 
 def compare_runs(folders: list[Path]) -> Comparison:
@@ -185,7 +189,8 @@ def format_table(frame: pd.DataFrame) -> str:
 def _headline(runs: list[Run], shared: list[str]) -> pd.DataFrame:
     rows = {}
     for run in runs:
-        row = {"backbone": run.backbone, "mode": run.mode, "test posters": run.metrics.get("n_samples")}
+        row = {"backbone": run.backbone, "mode": run.mode, "text": run.text}
+        row["test posters"] = run.metrics.get("n_samples")
         for key, label in HEADLINE_COLUMNS.items():
             row[label] = _macro_on(run, shared, PER_GENRE_KEYS[key]) if key in PER_GENRE_KEYS else run.metrics.get(key)
         row["n genres"] = len(shared)

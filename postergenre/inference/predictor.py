@@ -5,13 +5,18 @@ preprocessing, head shape), ``model.safetensors`` (the head's weights, standardi
 correction) and ``backbone.onnx`` (the frozen backbone). The backbone runs in ONNX Runtime and the
 head in NumPy, so ``postergenre predict`` starts in well under a second: importing torch alone
 would take longer than scoring a poster.
+
+A model that also reads poster text (``model.json``'s ``text``) OCRs each poster with the OCR
+settings it was trained with and embeds the text with the same sentence model; those imports are
+lazy, so image-only models keep this module torch-free.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,9 @@ logger = logging.getLogger(__name__)
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 BACKBONE_ONNX = "backbone.onnx"
+# The text head of a late-fusion model (postergenre.training.fusion), beside the image head.
+TEXT_HEAD_WEIGHTS = "text_head.safetensors"
+TEXT_INSTALL_HINT = "pip install 'postergenre[text]'"
 DEFAULT_BATCH_SIZE = 16
 
 
@@ -32,6 +40,7 @@ class SavedModel:
 
     info: dict
     tensors: dict[str, np.ndarray]
+    text_tensors: dict[str, np.ndarray] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path) -> SavedModel:
@@ -48,9 +57,18 @@ class SavedModel:
         try:
             info = json.loads(info_path.read_text())
             tensors = load_file(str(weights_path))
+            text_tensors = None
+            if (info.get("text") or {}).get("fusion") == "late":
+                text_tensors = load_file(str(run_dir / TEXT_HEAD_WEIGHTS))
         except (ValueError, OSError) as exc:
             raise PosterGenreError(f"{run_dir}: cannot read the saved model ({exc}); train the run again") from exc
-        return cls(info, tensors)
+        return cls(info, tensors, text_tensors)
+
+    @property
+    def text(self) -> dict | None:
+        """How the model reads poster text (``model.json``'s ``text``); None for an image-only model."""
+        # Runs saved before text fusion wrote ``"text": false``.
+        return self.info.get("text") or None
 
     @property
     def genres(self) -> list[str]:
@@ -69,12 +87,62 @@ class SavedModel:
 
         return Preprocessing.from_dict(self.info["preprocessing"])
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """(N, G) logits for raw pooled features (N, D): the same arithmetic as the torch heads."""
-        return head_logits(self.info["head"]["type"], self.tensors, features)
+    def logits(self, features: np.ndarray, text_features: np.ndarray | None = None) -> np.ndarray:
+        """(N, G) logits for raw pooled features (N, D): the same arithmetic as the torch heads.
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return sigmoid(self.logits(features))
+        A text model also needs the posters' text features (N, 385), from :func:`text_features_for`.
+        """
+        head_type, text = self.info["head"]["type"], self.text
+        if text is None:
+            return head_logits(head_type, self.tensors, features)
+        if text_features is None:
+            raise PosterGenreError("this model also reads poster text: pass the posters' text features")
+        if text["fusion"] == "concat":
+            return head_logits(head_type, self.tensors, np.hstack([features, text_features]))
+        weight = float(text["late_weight"])
+        image = head_logits(head_type, self.tensors, features)
+        return weight * image + (1 - weight) * head_logits(text["head"]["type"], self.text_tensors, text_features)
+
+    def probabilities(self, features: np.ndarray, text_features: np.ndarray | None = None) -> np.ndarray:
+        return sigmoid(self.logits(features, text_features))
+
+
+def text_features_for(image_paths: dict, text: dict, *, progress: bool = False) -> tuple[list[str], np.ndarray, int]:
+    """``(ids, text features (N, 385), posters whose OCR came from the cache)`` for ``{id: path}``.
+
+    ``text`` is a model's ``model.json`` ``text`` entry: the posters are read with its OCR settings
+    (cached per poster) and embedded with its confidence floor, as in training.
+    """
+    ocr_posters, text_features = _text_functions()
+    ocr = ocr_posters(image_paths, settings=ocr_settings(text), progress=progress)
+    ids, values = text_features(ocr, min_confidence=float(text["min_confidence"]))
+    return ids, values, ocr.n_cached
+
+
+def ocr_settings(text: dict):
+    """The OCR settings a text model was trained with; an unreadable entry says what to do."""
+    from postergenre.text.ocr import OcrSettings
+
+    try:
+        return OcrSettings.from_dict(text["ocr"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PosterGenreError(
+            f"the model's OCR settings {text.get('ocr')} do not fit this postergenre's OCR ({exc}); "
+            "use the postergenre version that trained the run, or train it again"
+        ) from exc
+
+
+def _text_functions():
+    try:
+        from postergenre.text.embed import _model_version, text_features
+        from postergenre.text.ocr import ocr_posters, package_version
+
+        package_version(), _model_version()
+    except ImportError as exc:
+        raise PosterGenreError(
+            f"this model reads poster text, which needs the text extra; install it with: {TEXT_INSTALL_HINT}"
+        ) from exc
+    return ocr_posters, text_features
 
 
 def head_logits(head_type: str, tensors: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
@@ -113,6 +181,9 @@ class Scores:
     probabilities: np.ndarray
     predicted: list[list[str]]
     failed: dict[str, str]
+    # Milliseconds per scored poster: "image" (decoding and backbone) and, for a text model, "ocr"
+    # (OCR and text features); "ocr_cached" counts posters whose OCR came from the cache.
+    timings: dict = field(default_factory=dict)
 
 
 class Predictor:
@@ -140,6 +211,8 @@ class Predictor:
         onnx_path = run_dir / BACKBONE_ONNX
         if not onnx_path.is_file():
             raise PosterGenreError(f"{onnx_path}: not found; the run is incomplete, train it again")
+        if model.text is not None:
+            _text_functions()  # a missing text extra is reported now, not after the images are scored
         return cls(model, open_session(onnx_path, threads), run_dir)
 
     @property
@@ -178,25 +251,69 @@ class Predictor:
         frame.attrs["failed"] = result.failed
         return frame
 
+    @property
+    def uses_text(self) -> bool:
+        return self.model.text is not None
+
     def score_paths(self, paths, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> Scores:
         """Like :meth:`predict_images`, as plain arrays: the command line skips importing pandas."""
         paths = [str(p) for p in paths]
-        scored, probabilities, failed = [], [], {}
+        scored, features, failed = [], [], {}
+        started = time.perf_counter()
         bar = _progress_bar(len(paths), progress)
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             names, batch = self._load_batch(chunk, failed)
             if names:
-                probabilities.append(self.model.probabilities(self.features(batch)))
+                features.append(self.features(batch))
                 scored.extend(names)
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-        values = np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.genres)))
+        timings = {"image": _per_poster(started, len(scored))}
+        text_features = None
+        if self.uses_text and scored:
+            started = time.perf_counter()
+            # The posters read as a batch, so a long list shares the OCR worker processes; keyed by
+            # position, as a path may be given twice.
+            keys = [str(k) for k in range(len(scored))]
+            ids, text_features, n_cached = text_features_for(
+                dict(zip(keys, scored, strict=True)), self.model.text, progress=progress
+            )
+            assert ids == keys, "text features must come back in the order asked"
+            timings.update(ocr=_per_poster(started, len(scored)), ocr_cached=n_cached)
+        values = np.zeros((0, len(self.genres)))
+        if scored:
+            values = self.model.probabilities(np.concatenate(features), text_features)
         genres = np.asarray(self.genres)
         predicted = [list(genres[row >= self.thresholds]) for row in values]
-        return Scores(scored, values, predicted, failed)
+        return Scores(scored, values, predicted, failed, timings)
+
+    def text_features_of_image(self, image) -> np.ndarray:
+        """(1, 385) text features of one decoded poster (a PIL image at full resolution), not cached."""
+        from postergenre.text.embed import text_features
+
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        lines = self.ocr_engine().read(bgr)
+        return text_features({"poster": lines}, min_confidence=float(self.model.text["min_confidence"]))[1]
+
+    def ocr_engine(self):
+        """The OCR engine with the model's settings, made once (loading its models takes a moment)."""
+        if getattr(self, "_ocr_engine", None) is None:
+            _text_functions()
+            from postergenre.text.ocr import OcrEngine
+
+            self._ocr_engine = OcrEngine(ocr_settings(self.model.text))
+        return self._ocr_engine
+
+    def warm_up_text(self) -> None:
+        """Load the OCR engine and the sentence model now, so that the first poster does not wait for them."""
+        if self.uses_text:
+            from postergenre.text.embed import load_text_model
+
+            self.ocr_engine()
+            load_text_model()
 
     def _load_batch(self, paths: list[str], failed: dict[str, str]) -> tuple[list[str], np.ndarray]:
         from postergenre.data.images import ImageError
@@ -213,6 +330,10 @@ class Predictor:
                 continue
             names.append(path)
         return names, np.stack(arrays) if arrays else np.zeros((0,))
+
+
+def _per_poster(started: float, n_posters: int) -> float | None:
+    return round((time.perf_counter() - started) * 1000 / n_posters, 2) if n_posters else None
 
 
 def _progress_bar(total: int, enabled: bool):

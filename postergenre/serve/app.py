@@ -3,7 +3,9 @@
 Endpoints (every error is JSON ``{"error": "what was wrong and what to do"}``, with a 4xx status for a
 bad request and 503 for heatmaps of a run whose PyTorch model cannot be rebuilt here):
 
-- ``POST /api/predict`` (multipart field ``file``): every genre's probability, threshold and decision.
+- ``POST /api/predict`` (multipart field ``file``): every genre's probability, threshold and decision,
+  with ``latency_ms`` and ``timings`` (milliseconds decoding, on the image, and on OCR and text for a
+  model that reads poster text; ``ocr_ms`` is null for an image-only model).
 - ``POST /api/explain?genre=G`` (multipart field ``file``): the genre's Grad-CAM over the poster, as PNG.
 - ``GET /api/model``: genres, thresholds, backbone, mode and the test metrics of ``RUN/metrics.json``.
 - ``GET /healthz``; ``GET /`` (the page); ``GET /docs`` (Swagger UI, served offline) and ``/openapi.json``.
@@ -277,6 +279,7 @@ class ModelService:
             "mode": self.info.get("mode"),
             "head": self.info.get("head", {}).get("type"),
             "flip": bool(self.info.get("flip", False)),
+            "text": (self.info.get("text") or {}).get("fusion"),  # None, "concat" or "late"
             "input_size": preprocessing.get("input_size"),
             "resize": preprocessing.get("resize"),
             "genres": self.genres,
@@ -290,10 +293,34 @@ class ModelService:
 
         return draft_size(self.predictor.preprocessing)
 
-    def probabilities(self, image: Image.Image) -> np.ndarray:
-        """Every genre's probability for one poster, as ``postergenre predict`` computes it."""
-        batch = self.predictor.preprocessing(image)[None]
-        return self.predictor.model.probabilities(self.predictor.features(batch))[0]
+    def probabilities(self, image: Image.Image, full_image: Image.Image | None = None) -> np.ndarray:
+        """Every genre's probability for one poster, as ``postergenre predict`` computes it.
+
+        A text model reads the text of ``full_image`` (the poster at full resolution, as OCR saw it
+        in training), or of ``image`` when none is given.
+        """
+        return self.score(image, full_image)[0]
+
+    def score(self, image: Image.Image, full_image: Image.Image | None = None) -> tuple[np.ndarray, dict]:
+        """(probabilities, milliseconds spent on the image part and, for a text model, on OCR and text)."""
+        started = time.perf_counter()
+        features = self.predictor.features(self.predictor.preprocessing(image)[None])
+        timings = {"image_ms": _milliseconds(started), "ocr_ms": None}
+        text = None
+        if self.predictor.uses_text:
+            started = time.perf_counter()
+            text = self.predictor.text_features_of_image(full_image if full_image is not None else image)
+            timings["ocr_ms"] = _milliseconds(started)
+        return self.predictor.model.probabilities(features, text)[0], timings
+
+    def score_upload(self, upload: Upload) -> tuple[np.ndarray, dict]:
+        """Score an upload decoded the way training decoded it: drafted for the backbone, whole for OCR."""
+        started = time.perf_counter()
+        image = decode_poster(upload, draft=self.draft)
+        full_image = decode_poster(upload) if self.predictor.uses_text else None
+        decoding = _milliseconds(started)
+        probabilities, timings = self.score(image, full_image)
+        return probabilities, {"decode_ms": decoding, **timings}
 
     def prediction(self, probabilities: np.ndarray) -> dict:
         rows = [
@@ -336,9 +363,16 @@ class ModelService:
         return self._classifier
 
 
+def _milliseconds(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
 def _build_classifier(run_dir: Path, genres: list[str]):
     from postergenre.explain import choices
+    from postergenre.inference.predictor import SavedModel
 
+    if (SavedModel.load(run_dir).text or {}).get("fusion") == "concat":
+        return None, "heatmaps are unavailable: this model's head reads image and text features together"
     started = time.perf_counter()
     try:
         classifier = choices.load_run(run_dir)
@@ -422,6 +456,8 @@ def warm_up(service: ModelService) -> None:
     height, width = service.predictor.preprocessing.input_size
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="JPEG")
+    # A text model's OCR engine and sentence model load in seconds: here, not on the first request.
+    service.predictor.warm_up_text()
     service.probabilities(decode_poster(Upload(buffer.getvalue(), "warm-up.jpg")))
 
 
@@ -472,11 +508,9 @@ def add_api_routes(app: FastAPI, service: ModelService, limit: int) -> None:
         started = time.perf_counter()
         upload = await read_upload(request, limit)
         # Decoded the way training decoded it, so that a poster scores the same here as in evaluation.
-        probabilities = await run_in_threadpool(
-            lambda: service.probabilities(decode_poster(upload, draft=service.draft))
-        )
+        probabilities, timings = await run_in_threadpool(service.score_upload, upload)
         result = service.prediction(probabilities)
-        return {**result, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {**result, "latency_ms": _milliseconds(started), "timings": timings}
 
     @app.post(
         "/api/explain",

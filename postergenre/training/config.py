@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass, fields
 MODES = ("multilabel", "per-genre")
 HEADS = ("linear", "mlp")
 LOSSES = ("bce", "asl")
+# Poster text (postergenre.training.fusion): auto tries it when the text extra is installed and keeps
+# it only if validation says so; on always fuses; off trains on the image alone.
+TEXT_MODES = ("auto", "on", "off")
+FUSIONS = ("auto", "concat", "late")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # The backbone with no pretrained weights: trained end to end on the images (postergenre.training.images).
 IMAGE_BACKBONE = "custom_cnn"
@@ -66,6 +70,10 @@ class TrainConfig:
     # Genres with fewer test positives than this are shown but kept out of the macro figures.
     min_test_positives: int = 10
     seed: int = 0
+    text: str = "auto"
+    # concat: image and text features into one head; late: an image head and a text head, their logits
+    # blended; auto: whichever has the better validation macro AUC.
+    fusion: str = "auto"
     feature_batch_size: int = 32
     # Heads on cached features are small: one thread trains a linear head as fast as several, and
     # avoids the collapse we measured (5-20x slower per step) when other processes share the cores.
@@ -78,6 +86,10 @@ class TrainConfig:
             raise ValueError(f"unknown head {self.head!r}; expected one of {', '.join(HEADS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.text not in TEXT_MODES:
+            raise ValueError(f"unknown text setting {self.text!r}; expected one of {', '.join(TEXT_MODES)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; expected one of {', '.join(FUSIONS)}")
         if self.epochs < 1 or self.patience < 1:
             raise ValueError(f"epochs and patience must be at least 1, got {self.epochs} and {self.patience}")
         if self.input_size is not None:
@@ -86,6 +98,11 @@ class TrainConfig:
             raise ValueError(
                 f"--augment applies to training on images (--backbone {IMAGE_BACKBONE}) for now; "
                 f"{self.backbone!r} trains a head on cached features"
+            )
+        if self.text == "on" and self.from_images:
+            raise ValueError(
+                f"poster text is fused with cached image features; {IMAGE_BACKBONE} trains on images, "
+                "so use --no-text with it or choose a pretrained backbone"
             )
 
     @property

@@ -102,6 +102,7 @@ def train_run(
     """
     from postergenre.data.genres import select_genres
     from postergenre.training.config import resolve_preprocessing
+    from postergenre.training.fusion import choose_text
 
     run_dir = create_run_folder(out_dir)
     selection = select_genres(dataset.labels.loc[dataset.ids], config.min_positives)
@@ -124,14 +125,19 @@ def train_run(
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
         result = train_head(config, sides)
+    # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
+    text = choose_text(dataset, config, features, split, genres, result, progress)
+    result = text.result
     warnings += result.warnings
 
-    val_ids, x_val, y_val = sides["validation"]
-    val_scores = probabilities(result.head, x_val)
+    val_ids, _, y_val = sides["validation"]
+    val_scores = text.val_scores
     thresholds = tune_validation_thresholds(y_val, val_scores)
     prevalence = sides["train"][2].mean(0)
     info = describe_model(run_dir, config, result, genres, thresholds, prevalence, preprocessing, features.spec)
+    info.update(text.model_entries())
     save_model(run_dir, result.head, info)
+    text.save(run_dir)
     if config.from_images:
         from postergenre.training.images import save_trained_backbone
 
@@ -140,7 +146,13 @@ def train_run(
         copy_backbone(run_dir, config, preprocessing)
     write_history(run_dir, result.history)
     pd.DataFrame(val_scores, index=pd.Index(val_ids, name="Id"), columns=genres).to_csv(run_dir / VALIDATION_CSV)
-    update_config(run_dir, best_epoch=result.best_epoch, stopped_early=result.stopped_early, warnings=warnings)
+    update_config(
+        run_dir,
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+        warnings=warnings,
+        **text.model_entries(),
+    )
 
     evaluation = evaluate_run(run_dir, dataset, features=features, progress=progress)
     return RunResult(run_dir, evaluation, warnings + evaluation.metrics.get("warnings", []))
@@ -290,7 +302,7 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "seed": config.seed,
         "best_epoch": result.best_epoch,
         "features": spec,
-        "text": False,
+        "text": None,  # how the model reads poster text; set by postergenre.training.fusion
         "postergenre_version": __version__,
         "created": now(),
     }
@@ -414,18 +426,23 @@ def evaluate_run(
     ids = [i for i in ids if i in set(features.ids)]
     if not ids:
         raise DataError(f"{dataset.csv_path}: no poster to evaluate on; check the dataset and its images")
+    text = poster_text(model, dataset, ids, progress)
     columns = [model.genres.index(g) for g in genres]
     y_true = dataset.labels.loc[ids, genres].to_numpy(dtype=np.int8)
-    y_score = model.probabilities(features.take(ids))[:, columns]
+    y_score = model.probabilities(features.take(ids), text)[:, columns]
     if min_test_positives is None:
         min_test_positives = int(model.info.get("min_test_positives", config.get("min_test_positives", 10)))
     metrics = score_run(model, y_true, y_score, genres, columns, min_test_positives)
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
-    examples = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres)
+    sections = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres, model)
+    if own:
+        from postergenre.training.fusion import text_section
+
+        sections = text_section(model.info) + sections
     report = write_run_report(
-        out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres, extra_sections=examples
+        out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres, extra_sections=sections
     )
     return Evaluation(metrics, metrics_path, report)
 
@@ -494,6 +511,16 @@ def run_features(model: SavedModel, dataset, ids: list[str], weights: str | None
     return Features(list(feature_set.ids), np.asarray(feature_set.values, dtype=np.float32), dict(feature_set.spec))
 
 
+def poster_text(model: SavedModel, dataset, ids: list[str], progress: bool) -> np.ndarray | None:
+    """Text features of these posters, read as the model reads poster text (None for an image model)."""
+    if model.text is None:
+        return None
+    from postergenre.inference.predictor import text_features_for
+
+    _, values, _ = text_features_for({i: dataset.image_paths[i] for i in ids}, model.text, progress=progress)
+    return values
+
+
 def score_run(model: SavedModel, y_true, y_score, genres, columns, min_test_positives: int) -> dict:
     from postergenre.evaluation.metrics import evaluate_scores
 
@@ -522,9 +549,15 @@ def dataset_name(dataset) -> str:
     return Path(dataset.csv_path).resolve().parent.name or "data"
 
 
-def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, genres) -> list[tuple[str, str]]:
+def explained_examples(
+    run_dir: Path, image_paths: list[Path], y_true, y_score, genres, model: SavedModel | None = None
+) -> list[tuple[str, str]]:
     """The report's section of explained test posters: Grad-CAM on the most confident right and
     wrong answers for a few genres. A failure here costs the section, never the report."""
+    if model is not None and (model.text or {}).get("fusion") == "concat":
+        # TODO: Grad-CAM needs a head on image features alone; a concat head also reads text.
+        logger.info("the report has no explained examples: the model's head reads image and text features together")
+        return []
     try:
         from postergenre.explain.classifier import load_classifier
         from postergenre.explain.report import explained_examples_html
