@@ -68,7 +68,7 @@ def test_train_writes_complete_run_folder(doubles, monkeypatch, dataset, tmp_pat
     assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin"))]
     info = json.loads((run / "model.json").read_text())
     assert set(info) >= MODEL_FIELDS
-    assert info["text"] is False and info["flip"] is False  # the measured default
+    assert info["text"] is None and info["flip"] is False  # --no-text; flip off is the measured default
     assert len(info["thresholds"]) == len(info["genres"]) == len(info["train_prevalence"]) == 7
     assert info["head"] == {"type": "mlp", "num_features": 12, "num_genres": 7, "hidden": 512, "dropout": 0.5}
     tensors = load_file(str(run / "model.safetensors"))

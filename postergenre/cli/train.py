@@ -57,6 +57,15 @@ def add_parser(subparsers) -> None:
         help=f"random flip, crop and colour jitter while training on images ({IMAGE_BACKBONE} only)",
     )
     parser.add_argument(
+        "--fine-tune",
+        type=int,
+        metavar="K",
+        help="also train the backbone's last K stages (blocks), counted from the end: for EfficientNet-Lite "
+        "and MobileNetV2 (stem, stage1..stage7, head) 1 is the final 1x1 conv 'head', 2 is stage7 + head, ... "
+        "up to 9. The activations entering those stages are computed once and cached, so it runs on a CPU "
+        f"(default: {default('fine_tune')}, a frozen backbone)",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         metavar="N",
@@ -134,6 +143,7 @@ def build_config(args: argparse.Namespace):
         "input_size": args.input_size,
         "flip": args.flip,
         "augment": args.augment,
+        "fine_tune": args.fine_tune,
         "epochs": args.epochs,
         "patience": args.patience,
         "lr": args.lr,

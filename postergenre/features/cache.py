@@ -3,7 +3,8 @@
 A spec (backbone, weights, preprocessing, flip) gets a folder named after a digest of it, holding
 
 - ``spec.json``: the spec itself, for people and for a sanity check on reopening;
-- ``features.f32``: an append-only float32 matrix, ``num_features`` wide, read through a memory map;
+- ``features.f32``: an append-only float32 matrix (float16 where the spec says ``"dtype": "float16"``, as
+  the activation maps that fine-tuning caches do), ``num_features`` wide, read through a memory map;
 - ``index.tsv``: one ``<sha256 of the file's bytes>\\t<row>`` line per stored row.
 
 Rows are keyed by content, not by id or path: a renamed poster is still cached, two identical
@@ -70,6 +71,8 @@ class FeatureStore:
     def __init__(self, root: Path, spec: dict):
         self.spec = dict(spec, format=FORMAT_VERSION)
         self.num_features = int(spec["num_features"])
+        # Specs without a dtype are float32 (and keep their folder digests).
+        self.dtype = np.dtype(spec.get("dtype", DTYPE))
         self.folder = Path(root) / f"{spec['backbone']}-{spec_digest(self.spec)}"
         self.data_path = self.folder / "features.f32"
         self.index_path = self.folder / "index.tsv"
@@ -90,7 +93,7 @@ class FeatureStore:
 
     def _read_index(self) -> dict[str, int]:
         """Index lines whose rows are fully on disk; a torn last line (no newline) is ignored."""
-        n_stored = self.data_path.stat().st_size // (self.num_features * DTYPE().itemsize)
+        n_stored = self.data_path.stat().st_size // (self.num_features * self.dtype.itemsize)
         rows = {}
         text = self.index_path.read_text()
         self._index_size = len(text.encode())
@@ -106,7 +109,7 @@ class FeatureStore:
 
     def append(self, digests: list[str], values: np.ndarray) -> None:
         """Store one row per digest; digests already stored (by another process, say) are skipped."""
-        values = np.ascontiguousarray(values, dtype=DTYPE)
+        values = np.ascontiguousarray(values, dtype=self.dtype)
         if values.shape != (len(digests), self.num_features):
             raise ValueError(f"expected features of shape ({len(digests)}, {self.num_features}), got {values.shape}")
         with locked(self.folder / ".lock"):
@@ -118,7 +121,7 @@ class FeatureStore:
                 return
             first = max(self.rows.values(), default=-1) + 1
             with open(self.data_path, "r+b") as data:
-                data.seek(first * self.num_features * DTYPE().itemsize)
+                data.seek(first * self.num_features * self.dtype.itemsize)
                 data.write(values[keep].tobytes())
                 data.flush()
                 os.fsync(data.fileno())
@@ -135,10 +138,10 @@ class FeatureStore:
         """The rows for these digests, in order: a read-only memory map where they are stored
         contiguously and in order (a first extraction), else a copy."""
         if not digests:
-            return np.zeros((0, self.num_features), DTYPE)
+            return np.zeros((0, self.num_features), self.dtype)
         rows = np.fromiter((self.rows[d] for d in digests), dtype=np.int64, count=len(digests))
         n_rows = int(rows.max()) + 1
-        matrix = np.memmap(self.data_path, dtype=DTYPE, mode="r", shape=(n_rows, self.num_features))
+        matrix = np.memmap(self.data_path, dtype=self.dtype, mode="r", shape=(n_rows, self.num_features))
         if np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
             return matrix[rows[0] : rows[0] + len(rows)]
         return np.asarray(matrix[rows])

@@ -286,6 +286,7 @@ def extract_features(
     progress: bool = True,
     device: str | None = None,
     weights=None,
+    cut: int | None = None,
 ) -> FeatureSet:
     """Pooled ``backbone`` features of the posters ``image_paths`` ({id: file}), from the cache where it has them.
 
@@ -294,22 +295,34 @@ def extract_features(
     :func:`~postergenre.features.cache.cache_dir`. ``device``: ``"cpu"`` (ONNX Runtime), ``"cuda"``
     (PyTorch); default the GPU if there is one. Posters that cannot be read are reported in
     ``failed``; the others are still returned.
+
+    ``cut`` (a stage number) returns instead the activation maps that enter that stage, flattened to
+    ``(n_samples, C*h*w)`` float16 (see :mod:`postergenre.features.activations`); ``spec["map_shape"]``
+    is ``(C, h, w)``.
     """
     if batch_size < 1:
         raise PosterGenreError(f"batch_size must be at least 1, got {batch_size}")
+    if cut is not None and flip:
+        raise PosterGenreError("flip averages pooled features; it does not apply to activation maps (cut)")
     root = Path(cache_dir) if cache_dir is not None else _cache.cache_dir()
     workers = min(4, os.cpu_count() or 1)
     start = time.perf_counter()
 
     model = _build_backbone(backbone, weights=weights).eval()
     preprocessing = preprocessing or poster_preprocessing(model.preprocessing)
+    if cut is not None:
+        from postergenre.features.activations import BackbonePrefix
+
+        model = BackbonePrefix(model, cut, preprocessing.input_size)
     digest = _weights_digest(model)
     spec = {
         "backbone": backbone,
         "weights": digest,
         "preprocessing": preprocessing.to_dict(),
         "num_features": int(model.num_features),
+        **(model.spec() if cut is not None else {}),
     }
+    what = "features" if cut is None else f"activations before {model.stage}"
     stores = open_stores(root, spec, flip)
 
     digests, failed = hash_files(image_paths, workers)
@@ -333,8 +346,9 @@ def extract_features(
         "n_computed": sum(digests[i] in computed for i in ids),
     }
     logger.info(
-        "%s features: %d cached, %d computed, %d failed, in %.1f s (%s); cache %s",
+        "%s %s: %d cached, %d computed, %d failed, in %.1f s (%s); cache %s",
         backbone,
+        what,
         counts["n_cached"],
         counts["n_computed"],
         len(failed),

@@ -50,6 +50,8 @@ class TrainConfig:
     flip: bool = False
     # Random flip, mild crop and colour jitter of the posters; only when the backbone trains on images.
     augment: bool = False
+    # Train the backbone's last K stages (blocks) with the head, on cached activations; 0: frozen backbone.
+    fine_tune: int = 0
     mode: str = "multilabel"
     head: str = "mlp"
     hidden: int | None = None  # None: 512 for a shared MLP, 64 per genre for a per-genre MLP
@@ -104,11 +106,38 @@ class TrainConfig:
                 f"poster text is fused with cached image features; {IMAGE_BACKBONE} trains on images, "
                 "so use --no-text with it or choose a pretrained backbone"
             )
+        if self.fine_tune:
+            self._check_fine_tune()
+
+    def _check_fine_tune(self) -> None:
+        """K must name a tail of a pretrained backbone's stages; the stage count needs the network built."""
+        if self.from_images:
+            raise ValueError(
+                f"--fine-tune {self.fine_tune}: {IMAGE_BACKBONE} trains all of itself on images; expected 0"
+            )
+        if self.flip:
+            raise ValueError(
+                "--flip averages pooled features of the mirror image, which fine-tuning does not cache; "
+                "drop --flip (fine-tuning flips the cached activation maps at random instead)"
+            )
+        from postergenre.models.backbones import create_backbone
+
+        names = [name for name, _ in create_backbone(self.backbone, pretrained=False).stages()]
+        if not 0 <= self.fine_tune <= len(names):
+            raise ValueError(
+                f"--fine-tune {self.fine_tune}: expected 0 (frozen) to {len(names)}, the stages of {self.backbone} "
+                f"({', '.join(names)}) counted from the end (1: {names[-1]} only)"
+            )
 
     @property
     def from_images(self) -> bool:
         """Whether the backbone trains on the posters (from scratch) instead of a head on cached features."""
         return self.backbone == IMAGE_BACKBONE
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether the run changes the backbone's weights (from scratch, or fine-tuning its last stages)."""
+        return self.from_images or self.fine_tune > 0
 
     @property
     def head_type(self) -> str:

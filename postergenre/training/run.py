@@ -120,11 +120,21 @@ def train_run(
         )
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
+    elif config.fine_tune:
+        from postergenre.training.finetune import train_fine_tuned
+
+        features, result = train_fine_tuned(
+            dataset, config, preprocessing, split, genres, skip_missing=skip_missing, progress=progress
+        )
+        sides = side_arrays(features, dataset.labels[genres], split)
+        warnings = split_warnings(sides, genres)
     else:
         features = extract_dataset_features(dataset, config, preprocessing, skip_missing, progress)
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
         result = train_head(config, sides)
+    # A trained backbone belongs to the image result, which text fusion may swap for a concat head's.
+    trained_backbone = getattr(result, "backbone", None)
     # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
     text = choose_text(dataset, config, features, split, genres, result, progress)
     result = text.result
@@ -138,10 +148,10 @@ def train_run(
     info.update(text.model_entries())
     save_model(run_dir, result.head, info)
     text.save(run_dir)
-    if config.from_images:
+    if config.trains_backbone:
         from postergenre.training.images import save_trained_backbone
 
-        save_trained_backbone(run_dir, result.backbone, preprocessing.input_size)
+        save_trained_backbone(run_dir, trained_backbone, preprocessing.input_size)
     else:
         copy_backbone(run_dir, config, preprocessing)
     write_history(run_dir, result.history)
@@ -292,7 +302,8 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "preprocessing": preprocessing.to_dict(),
         "flip": config.flip,
         "augment": config.augment,
-        "trained_backbone": config.from_images,
+        "trained_backbone": config.trains_backbone,
+        "fine_tune": config.fine_tune,
         "genres": list(genres),
         "thresholds": [float(t) for t in thresholds],
         "train_prevalence": [float(p) for p in prevalence],
