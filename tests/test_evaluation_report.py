@@ -160,13 +160,14 @@ def test_compare_two_runs_prints_and_writes(tmp_path, capsys):
     first_metrics = json.loads((first / "metrics.json").read_text())
 
     lines = out.splitlines()
-    assert lines[0].split()[:5] == ["run", "backbone", "mode", "test", "posters"] and "macro AUC" in lines[0]
+    assert lines[0].split()[:6] == ["run", "backbone", "mode", "text", "test", "posters"] and "macro AUC" in lines[0]
     assert lines[1].startswith("lite0") and lines[2].lstrip().startswith("b ")
     assert "Per-genre ROC AUC (7 genres):" in out and re.search(r"Horror\s+n/a\s+n/a", out)
     assert list(table.index) == ["lite0", "b"]
     assert table.loc["lite0", "macro AUC"] == pytest.approx(first_metrics["macro_roc_auc"])
     assert table.loc["lite0", "n genres"] == len(first_metrics["genres_in_macro"])
     assert table.loc["lite0", "backbone"] == "efficientnet_lite0"
+    assert table.loc["lite0", "text"] == "no"  # its model.json has no text entry: an image-only model
     per_genre = pd.read_csv(tmp_path / "cmp" / "compare_per_genre.csv", index_col="genre")
     assert per_genre.shape == (7, 2) and per_genre.loc["Horror"].isna().all()
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
