@@ -1,6 +1,6 @@
 """OCR throughput and the words it keeps: the package's defaults against postergenre's tuned settings.
 
-    PYTHONPATH=. python benchmarks/ocr_throughput.py [--n 200] [--recall-n 100] [--data DIR]
+    PYTHONPATH=. python benchmarks/ocr_throughput.py [--n 200] [--recall-n 100] [--data DIR] [--det-sides 400,320]
 
 Passes, on ``--n`` posters of the shared dataset spread evenly over its ids:
 
@@ -23,6 +23,7 @@ the cores; the CPU seconds per poster printed beside them are steadier.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -41,6 +42,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=200, help="posters to time (default: %(default)s)")
     parser.add_argument("--recall-n", type=int, default=100, help="posters to count recall on (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="processes of the parallel pass (default: cores)")
+    parser.add_argument(
+        "--det-sides",
+        default="",
+        help="comma-separated detection sizes (longer side, px) to try beside the default, e.g. 400,320",
+    )
     return parser.parse_args()
 
 
@@ -73,12 +79,12 @@ def default_pass(posters: dict[str, Path]) -> tuple[dict[str, list[str]], float,
     return texts, time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def tuned_pass(posters: dict[str, Path], workers: int) -> tuple[dict[str, list[str]], float, float]:
+def tuned_pass(posters: dict[str, Path], workers: int, settings=None) -> tuple[dict[str, list[str]], float, float]:
     from postergenre.text.ocr import ocr_posters
 
     with tempfile.TemporaryDirectory() as cache:
         start, cpu = time.perf_counter(), cpu_seconds()
-        results = ocr_posters(posters, cache_dir=cache, workers=workers, progress=False)
+        results = ocr_posters(posters, settings=settings, cache_dir=cache, workers=workers, progress=False)
         wall, used = time.perf_counter() - start, cpu_seconds() - cpu
     return {id_: [line.text for line in lines] for id_, lines in results.items()}, wall, used
 
@@ -102,6 +108,15 @@ def word_recall(reference: dict, candidate: dict, ids: list[str], known: set[str
     return found / max(total, 1), total
 
 
+def print_recall(name: str, reference: dict, candidate: dict, ids: list[str], known: set[str]) -> None:
+    recall, n_words = word_recall(reference, candidate, ids, known)
+    plain, n_tokens = word_recall(reference, candidate, ids, None)
+    print(
+        f"  {name}: word recall vs default on {len(ids)} posters {recall:.3f} of {n_words} vocabulary words, "
+        f"{plain:.3f} of {n_tokens} 4+ letter tokens"
+    )
+
+
 def report(name: str, n: int, wall: float, cpu: float) -> float:
     rate = n / wall
     print(f"{name:34s} {rate:6.1f} posters/s  ({cpu / n:.3f} CPU s/poster)")
@@ -113,7 +128,7 @@ def main() -> int:
     if not (args.data / "train.csv").is_file():
         print(f"skipped: the shared poster dataset is absent (looked for {args.data / 'train.csv'}); pass --data DIR")
         return 0
-    from postergenre.text.ocr import default_workers
+    from postergenre.text.ocr import OcrSettings, default_workers
 
     posters = sample_posters(args.data, args.n)
     workers = args.workers or max(2, default_workers(len(posters)))
@@ -127,13 +142,14 @@ def main() -> int:
     tuned_rate = report(f"tuned, {workers} processes x 1 thread", len(posters), wall, cpu)
 
     ids = list(posters)[: args.recall_n]
-    recall, n_words = word_recall(reference, tuned, ids, vocabulary())
-    plain, n_tokens = word_recall(reference, tuned, ids, None)
+    known = vocabulary()
     print(f"speed-up over default: {tuned_rate / default_rate:.1f}x")
-    print(
-        f"word recall vs default on {len(ids)} posters: {recall:.3f} of {n_words} vocabulary words; "
-        f"{plain:.3f} of {n_tokens} 4+ letter tokens"
-    )
+    print_recall("tuned (default settings)", reference, tuned, ids, known)
+    for side in filter(None, args.det_sides.split(",")):
+        settings = dataclasses.replace(OcrSettings(), det_side=int(side))
+        texts, wall, cpu = tuned_pass(posters, workers=workers, settings=settings)
+        report(f"det_side {side}, {workers} processes", len(posters), wall, cpu)
+        print_recall(f"det_side {side}", reference, texts, ids, known)
     met = "met" if tuned_rate >= TARGET_POSTERS_PER_S else "NOT met"
     print(f"target: tuned >= {TARGET_POSTERS_PER_S:.0f} posters/s: {met} ({tuned_rate:.1f})")
     return 0

@@ -72,6 +72,24 @@ def test_ocr_reads_a_large_title_and_finds_nothing_on_a_blank_poster(tmp_path, p
     assert results["blank"] == []
 
 
+def test_own_width_recognition_reads_what_the_padded_rule_reads(posters):
+    """Check a crop recognised at its own width reads the same word as the package's padded rule, and
+    a very wide crop (wider than the padded minimum) too."""
+    from postergenre.text.ocr import OcrEngine, load_bgr
+
+    image = load_bgr(posters["word"])
+    own = OcrEngine(OcrSettings(rec_width="own"), threads=1)
+    padded = OcrEngine(OcrSettings(rec_width="padded"), threads=1)
+    boxes, scale = own._detect(image)
+    crops = own._crop(image, own._select_boxes(boxes, scale))
+    assert crops, "no text box found on the NIGHTMARE poster"
+    wide = np.ascontiguousarray(np.hstack([crops[0]] * 3))  # about 15:1, past the 320x48 padding
+    for crop in (*crops, wide):
+        (own_text, own_score), (padded_text, _) = own._recognise([crop])[0], padded._recognise([crop])[0]
+        assert "NIGHTMARE" in own_text.upper() and "NIGHTMARE" in padded_text.upper(), (own_text, padded_text)
+        assert own_score > 0.8
+
+
 def test_text_features_embed_text_and_flag_posters_without_text(posters):
     """Check the NIGHTMARE poster gets a unit embedding and no flag; the blank one zeros and the flag."""
     ocr = ocr_posters(posters, workers=1, progress=False)
@@ -124,6 +142,8 @@ def test_settings_reject_unknown_resize_rule():
     """Check a bad det_resize is refused with the valid choices."""
     with pytest.raises(ValueError, match="det_resize must be 'longest' or 'shortest', got 'widest'"):
         OcrSettings(det_resize="widest")
+    with pytest.raises(ValueError, match="rec_width must be 'own' or 'padded', got 'wide'"):
+        OcrSettings(rec_width="wide")
 
 
 def test_store_survives_a_half_written_line(tmp_path):
