@@ -151,13 +151,16 @@ def pipeline_figures(dataset_args: list[str], work: Path) -> tuple[list[Figure],
     Each cold run starts from its own empty cache, so the default run pays for its image features too.
     """
     figures = []
+    image_args = [*dataset_args, "--no-text"]
     image_run, _ = timed_train(
-        figures, "image only (--no-text)", TARGET_COLD_S, dataset_args, work / "image-run", work / "image-cache"
+        figures, "image only (--no-text)", TARGET_COLD_S, image_args, work / "image-run", work / "image-cache"
     )
     if image_run is not None:
         figures += quality_figures(image_run, "image only", TARGET_AUC, TARGET_AP)
     cache = work / "cache"
-    default_run, rss = timed_train(figures, "default (text auto)", TARGET_COLD_TEXT_S, dataset_args, work / "run", cache)
+    default_run, rss = timed_train(
+        figures, "default (text auto)", TARGET_COLD_TEXT_S, dataset_args, work / "run", cache
+    )
     if default_run is None:
         figures.append(Figure("warm default pipeline (cache kept, --split)", None, "s", TARGET_WARM_S, format=".1f"))
         return figures + missing_quality(), None
@@ -172,10 +175,9 @@ def pipeline_figures(dataset_args: list[str], work: Path) -> tuple[list[Figure],
     return figures, default_run
 
 
-def timed_train(figures, label, target, dataset_args, run, cache) -> tuple[Path | None, int | None]:
-    """Append the wall time of ``postergenre train DATASET --out RUN`` with ``cache``; (RUN, max RSS) or (None, None)."""
-    extra = ["--no-text"] if "--no-text" in label else []
-    command = postergenre_command("train", *dataset_args, *extra, "--out", str(run))
+def timed_train(figures, label, target, train_args, run, cache) -> tuple[Path | None, int | None]:
+    """Time ``postergenre train TRAIN_ARGS --out RUN`` with ``cache`` into figures; (RUN, max RSS) or (None, None)."""
+    command = postergenre_command("train", *train_args, "--out", str(run))
     name = f"{'' if 'warm' in label else 'cold '}pipeline, {label}"
     try:
         seconds, rss, stdout = timed_run(command, child_env(cache))

@@ -22,6 +22,7 @@ from postergenre.explain.classifier import classifier_from_parts, load_classifie
 from postergenre.explain.gradcam import explain_image, grad_cam
 from postergenre.explain.report import explained_examples_html, pick_examples
 from postergenre.models.backbones import create_backbone, list_backbones
+from postergenre.training.fusion import text_extra_installed as fusion_extra_installed
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western"]  # odd on purpose
 POSTERS = sorted((demo_dataset_root() / "images").glob("*.jpg"))
@@ -178,6 +179,86 @@ def test_head_that_does_not_match_the_genres_is_refused(lite0, poster):
         grad_cam(classifier, poster, 0)
     with pytest.raises(PosterGenreError, match="got 2 thresholds for 7 genres"):
         classifier_from_parts(lite0, nn.Linear(lite0.num_features, 7), GENRES, [0.5, 0.5])
+
+
+# ---- models that read poster text ------------------------------------------------------------
+
+N_TEXT = 9  # a narrow stand-in for the sentence embedding + no-text flag (385 wide in real runs)
+
+
+def _text_classifier(backbone, fusion: str, *, late_weight: float = 0.3):
+    preprocessing = backbone.preprocessing.with_policy("stretch", input_size=TINY)
+    text = {"fusion": fusion, "late_weight": late_weight, "num_features": N_TEXT, "min_confidence": 0.5}
+    if fusion == "concat":
+        head, text_head = _head(backbone.num_features + N_TEXT), None
+    else:
+        head, text_head = _head(backbone.num_features), _head(N_TEXT, seed=1)
+    return classifier_from_parts(backbone, head, GENRES, None, preprocessing, text=text, text_head=text_head)
+
+
+def _fused_logits(classifier, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """The fusion written out: one head over both feature sets, or a weighted sum of two heads' logits."""
+    if classifier.text["fusion"] == "concat":
+        return classifier.head(torch.cat([features, text], dim=1))
+    weight = classifier.text["late_weight"]
+    return weight * classifier.head(features) + (1 - weight) * classifier.text_head(text)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "late"])
+def test_text_model_logits_fuse_the_posters_text_as_training_does(lite0, poster, fusion):
+    """Check a text model's logits are its fusion of image and fixed text features, and Grad-CAM runs on them."""
+    classifier = _text_classifier(lite0, fusion)
+    x = classifier.input_tensor(poster)
+    text = torch.randn(1, N_TEXT, generator=torch.Generator().manual_seed(3))
+    classifier.poster_text = text
+    with torch.no_grad():
+        features = classifier.features(x)
+        expected = _fused_logits(classifier, features, text)
+        torch.testing.assert_close(classifier(x), expected)
+
+    explanation = explain_image(classifier, poster, [0, 3])
+    assert all(cam.heatmap.shape == (poster.height, poster.width) for cam in explanation.cams)
+    np.testing.assert_allclose(explanation.probabilities, torch.sigmoid(expected[0]).numpy(), atol=1e-5)
+
+    classifier.poster_text = None  # no poster read: the no-text features (zero embedding, flag at 1)
+    no_text = torch.zeros(1, N_TEXT)
+    no_text[0, -1] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(classifier(x), _fused_logits(classifier, features, no_text))
+
+
+def test_late_fusion_without_its_text_head_is_refused(lite0):
+    """Check a late-fusion model with no text head fails, naming the missing file."""
+    text = {"fusion": "late", "late_weight": 0.5, "num_features": N_TEXT, "min_confidence": 0.5}
+    with pytest.raises(PosterGenreError, match=r"text_head\.safetensors"):
+        classifier_from_parts(lite0, _head(lite0.num_features), GENRES, text=text)
+
+
+@pytest.mark.skipif(not fusion_extra_installed(), reason="needs the text extra")
+def test_reading_a_poster_sets_its_text_features(lite0, tmp_path):
+    """Check read_poster_text OCRs the poster (its word read, the no-text flag off); an image model reads nothing."""
+    from test_text import write_text_poster
+
+    from postergenre.text.embed import NUM_TEXT_FEATURES
+    from postergenre.text.ocr import OcrSettings
+    from postergenre.training.fusion import MIN_CONFIDENCE
+
+    write_text_poster(tmp_path / "word.jpg", "NIGHTMARE")
+    text = {
+        "fusion": "concat",
+        "late_weight": None,
+        "num_features": NUM_TEXT_FEATURES,
+        "min_confidence": MIN_CONFIDENCE,
+        "ocr": OcrSettings().to_dict(),
+    }
+    head = _head(lite0.num_features + NUM_TEXT_FEATURES)
+    classifier = classifier_from_parts(lite0, head, GENRES, text=text)
+
+    lines = classifier.read_poster_text(tmp_path / "word.jpg")
+    assert any("NIGHTMARE" in line.text.upper() for line in lines), [line.text for line in lines]
+    assert classifier.poster_text.shape == (1, NUM_TEXT_FEATURES)
+    assert classifier.poster_text[0, -1] == 0 and classifier.poster_text[0, :-1].norm() > 0.5
+    assert _classifier(lite0).read_poster_text(tmp_path / "word.jpg") == []
 
 
 # ---- every backbone --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     image = choices.open_poster(args.image)
     classifier = choices.load_run(args.run_dir)
     indices = choices.genre_indices(classifier.genres, args.genre) if args.genre else None
+    classifier.read_poster_text(args.image)  # a text model's fixed text input; nothing for an image model
 
     explanation = explain_image(classifier, image, indices, top=args.top)
     title = f"{args.image.name} - model {classifier.name}"

@@ -3,6 +3,10 @@
 The run folder stores the backbone as ONNX for fast prediction, but seeing inside a model
 (gradients, hooks on stages) needs the PyTorch backbone, so here a run is rebuilt from the
 backbone registry plus the saved head.
+
+A model that also reads poster text (``model.json``'s ``text``) keeps the text features of the
+poster being explained fixed (:meth:`GenreClassifier.read_poster_text`): gradients then flow
+through the image alone, which is what a heatmap over the poster shows.
 """
 
 from __future__ import annotations
@@ -41,10 +45,19 @@ class GenreClassifier(nn.Module):
         *,
         flip: bool = False,
         name: str | None = None,
+        text: dict | None = None,
+        text_head: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # model.json's text entry (None: the image alone) and, for late fusion, the text head.
+        self.text = text or None
+        self.text_head = text_head
+        if self.text is not None and self.text.get("fusion") == "late" and text_head is None:
+            raise PosterGenreError("a late-fusion text model needs its text head (text_head.safetensors)")
+        # The text features (1, num text features) of the poster being explained; see read_poster_text.
+        self.poster_text: torch.Tensor | None = None
         self.genres = list(genres)
         self.thresholds = _thresholds(thresholds, len(self.genres))
         self.preprocessing = preprocessing
@@ -60,7 +73,7 @@ class GenreClassifier(nn.Module):
         return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.features(x))
+        logits = self.head_logits(self.features(x))
         if logits.ndim != 2 or logits.shape[1] != len(self.genres):
             raise PosterGenreError(
                 f"the head gives logits of shape {tuple(logits.shape)}, expected (batch, {len(self.genres)}) "
@@ -68,12 +81,49 @@ class GenreClassifier(nn.Module):
             )
         return logits
 
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Genre logits from pooled image features, with the poster's fixed text features for a text model."""
+        if self.text is None:
+            return self.head(features)
+        text = self._poster_text().to(features.dtype).expand(len(features), -1)
+        if self.text["fusion"] == "concat":
+            return self.head(torch.cat([features, text], dim=1))
+        weight = float(self.text["late_weight"])
+        return weight * self.head(features) + (1 - weight) * self.text_head(text)
+
+    def read_poster_text(self, path: str | Path) -> list:
+        """OCR a poster file as the model was trained to (cached) and keep its text features for
+        the next forward passes; returns its text lines (:class:`postergenre.text.ocr.TextLine`),
+        or [] for an image-only model."""
+        if self.text is None:
+            return []
+        from postergenre.inference.predictor import ocr_settings, text_functions
+
+        ocr_posters, text_features = text_functions()
+        ocr = ocr_posters({"poster": Path(path)}, settings=ocr_settings(self.text), workers=1, progress=False)
+        _, values = text_features(ocr, min_confidence=float(self.text["min_confidence"]))
+        self.poster_text = torch.from_numpy(np.asarray(values[:1], dtype=np.float32))
+        return list(ocr["poster"])
+
+    def _poster_text(self) -> torch.Tensor:
+        if self.poster_text is not None:
+            return self.poster_text
+        # No poster was read (a synthesised input, say): the features of a poster with no text, as
+        # text_features gives them: a zero embedding and the no-text flag, the last column, at 1.
+        width = int(self.text.get("num_features") or 0)
+        if width < 1:
+            raise PosterGenreError("the model's text entry has no num_features; train the run again")
+        empty = torch.zeros(1, width)
+        empty[0, -1] = 1.0
+        return empty
+
     def input_tensor(self, image) -> torch.Tensor:
         """A PIL poster as a (1, 3, h, w) network input, preprocessed as the model was trained."""
         return torch.from_numpy(self.preprocessing(image)).unsqueeze(0)
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, genres={len(self.genres)}, flip={self.flip}"
+        text = (self.text or {}).get("fusion", "no")
+        return f"name={self.name!r}, genres={len(self.genres)}, flip={self.flip}, text={text}"
 
 
 def classifier_from_parts(
@@ -85,11 +135,14 @@ def classifier_from_parts(
     *,
     flip: bool = False,
     name: str | None = None,
+    text: dict | None = None,
+    text_head: nn.Module | None = None,
 ) -> GenreClassifier:
     """A :class:`GenreClassifier` from a backbone and a head mapping its pooled features to genre logits.
 
     ``thresholds`` default to 0.5 for every genre; ``preprocessing`` (a :class:`Preprocessing` or its
-    dict) defaults to the backbone's own.
+    dict) defaults to the backbone's own. ``text`` and ``text_head``: how the model reads poster
+    text (``model.json``'s ``text``; the text head of a late-fusion model).
     """
     if isinstance(preprocessing, dict):
         preprocessing = Preprocessing.from_dict(preprocessing)
@@ -101,6 +154,8 @@ def classifier_from_parts(
         preprocessing or backbone.preprocessing,
         flip=flip,
         name=name,
+        text=text,
+        text_head=text_head,
     )
 
 
@@ -131,7 +186,23 @@ def load_classifier(run_dir: str | Path) -> GenreClassifier:
         info.get("preprocessing"),
         flip=bool(info.get("flip", False)),
         name=info.get("name") or run_dir.resolve().name,
+        text=info.get("text") or None,
+        text_head=_text_head(run_dir, info.get("text") or {}),
     )
+
+
+def _text_head(run_dir: Path, text: dict) -> nn.Module | None:
+    """The text head of a late-fusion run, in eval mode; None for other runs."""
+    if text.get("fusion") != "late":
+        return None
+    from safetensors.torch import load_file
+
+    from postergenre.inference.predictor import TEXT_HEAD_WEIGHTS
+    from postergenre.training.heads import head_from_description
+
+    head = head_from_description(text["head"])
+    head.load_state_dict(load_file(str(run_dir / TEXT_HEAD_WEIGHTS)))
+    return head.eval()
 
 
 @contextlib.contextmanager

@@ -115,6 +115,7 @@ def _figure(classifier, index: int, example: Example, image_paths, genres, y_tru
     except PosterGenreError as error:
         logger.warning("explained examples: skipping %s", error)
         return f'<p class="note">{_e(error)}</p>'
+    classifier.read_poster_text(path)
     cam = explain_image(classifier, image, [index]).cams[0]
     picture = render.fit_height(render.overlay(image, cam.heatmap), THUMBNAIL_HEIGHT)
     true_genres = [g for g, flag in zip(genres, y_true[example.row], strict=True) if flag] or ["none"]

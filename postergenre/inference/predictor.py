@@ -113,7 +113,7 @@ def text_features_for(image_paths: dict, text: dict, *, progress: bool = False) 
     ``text`` is a model's ``model.json`` ``text`` entry: the posters are read with its OCR settings
     (cached per poster) and embedded with its confidence floor, as in training.
     """
-    ocr_posters, text_features = _text_functions()
+    ocr_posters, text_features = text_functions()
     ocr = ocr_posters(image_paths, settings=ocr_settings(text), progress=progress)
     ids, values = text_features(ocr, min_confidence=float(text["min_confidence"]))
     return ids, values, ocr.n_cached
@@ -132,7 +132,8 @@ def ocr_settings(text: dict):
         ) from exc
 
 
-def _text_functions():
+def text_functions():
+    """``(ocr_posters, text_features)``, or an error naming the install when the text extra is missing."""
     try:
         from postergenre.text.embed import _model_version, text_features
         from postergenre.text.ocr import ocr_posters, package_version
@@ -212,7 +213,7 @@ class Predictor:
         if not onnx_path.is_file():
             raise PosterGenreError(f"{onnx_path}: not found; the run is incomplete, train it again")
         if model.text is not None:
-            _text_functions()  # a missing text extra is reported now, not after the images are scored
+            text_functions()  # a missing text extra is reported now, not after the images are scored
         return cls(model, open_session(onnx_path, threads), run_dir)
 
     @property
@@ -301,7 +302,7 @@ class Predictor:
     def ocr_engine(self):
         """The OCR engine with the model's settings, made once (loading its models takes a moment)."""
         if getattr(self, "_ocr_engine", None) is None:
-            _text_functions()
+            text_functions()
             from postergenre.text.ocr import OcrEngine
 
             self._ocr_engine = OcrEngine(ocr_settings(self.model.text))

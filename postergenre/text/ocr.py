@@ -122,7 +122,12 @@ class OcrSettings:
 PRESETS = {
     "fast": OcrSettings(),
     "reference": OcrSettings(
-        det_side=736, det_resize="shortest", use_cls=True, min_box_height=0.0, max_boxes=None, rec_batch=6,
+        det_side=736,
+        det_resize="shortest",
+        use_cls=True,
+        min_box_height=0.0,
+        max_boxes=None,
+        rec_batch=6,
         rec_width="padded",
     ),
 }
@@ -238,7 +243,8 @@ class OcrEngine:
         # The package's normalisation: [0, 255] to [-1, 1], channels first.
         pixels = cv2.resize(crop, (width, height)).astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
         predictions = recogniser.session(pixels[np.newaxis])[0]
-        text, score = recogniser.postprocess_op(predictions, False, wh_ratio_list=[ratio], max_wh_ratio=width / height)[0]
+        decoded = recogniser.postprocess_op(predictions, False, wh_ratio_list=[ratio], max_wh_ratio=width / height)
+        text, score = decoded[0]
         return str(text), float(score)
 
     def _lines(self, boxes: list[np.ndarray], texts: list[tuple[str, float]]) -> list[TextLine]:

@@ -447,7 +447,7 @@ def evaluate_run(
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
-    sections = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres, model)
+    sections = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres)
     if own:
         from postergenre.training.fusion import text_section
 
@@ -560,15 +560,9 @@ def dataset_name(dataset) -> str:
     return Path(dataset.csv_path).resolve().parent.name or "data"
 
 
-def explained_examples(
-    run_dir: Path, image_paths: list[Path], y_true, y_score, genres, model: SavedModel | None = None
-) -> list[tuple[str, str]]:
+def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, genres) -> list[tuple[str, str]]:
     """The report's section of explained test posters: Grad-CAM on the most confident right and
     wrong answers for a few genres. A failure here costs the section, never the report."""
-    if model is not None and (model.text or {}).get("fusion") == "concat":
-        # TODO: Grad-CAM needs a head on image features alone; a concat head also reads text.
-        logger.info("the report has no explained examples: the model's head reads image and text features together")
-        return []
     try:
         from postergenre.explain.classifier import load_classifier
         from postergenre.explain.report import explained_examples_html
