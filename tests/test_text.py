@@ -104,11 +104,15 @@ def test_text_features_embed_text_and_flag_posters_without_text(posters):
     assert blank[EMBEDDING_DIM] == 1.0 and not blank[:EMBEDDING_DIM].any()
 
 
-def test_ocr_cache_is_reused_and_invalidated(posters, tmp_path):
-    """Check a second run reads everything from the cache; changed bytes or settings are read again."""
+def test_ocr_cache_is_reused_and_invalidated(posters, tmp_path, monkeypatch):
+    """Check a second run reads all from the cache without loading OCR models; changed bytes or settings are read."""
+    from postergenre.text import ocr
+
     cache = tmp_path / "cache"
     first = ocr_posters(posters, workers=1, progress=False, cache_dir=cache)
-    again = ocr_posters(posters, workers=1, progress=False, cache_dir=cache)
+    with monkeypatch.context() as patch:
+        patch.setattr(ocr, "OcrEngine", lambda *a, **k: pytest.fail("OCR models loaded with every poster cached"))
+        again = ocr_posters(posters, workers=1, progress=False, cache_dir=cache)
     assert (first.n_computed, again.n_computed, again.n_cached) == (2, 0, 2)
     assert again == first
 

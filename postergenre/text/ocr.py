@@ -289,6 +289,8 @@ def default_workers(n_posters: int) -> int:
 
 def _run_tasks(tasks: list[list[tuple[str, Path]]], settings: OcrSettings, workers: int) -> Iterator[list]:
     """Results of each task as it finishes, in this process or in ``workers`` processes."""
+    if not tasks:  # everything cached: loading the OCR models would cost a third of a second for nothing
+        return
     if workers <= 1:
         engine = OcrEngine(settings)
         for task in tasks:
