@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -12,8 +13,11 @@ from conftest import write_dataset
 from PIL import Image
 
 from postergenre.analysis import plots
-from postergenre.analysis.report import PLOT_FILES
+from postergenre.analysis.report import PLOT_FILES, TELLING_WORDS_FILE
+from postergenre.analysis.stats import telling_words_stats
 from postergenre.cli import main
+from postergenre.data.dataset import load_dataset
+from postergenre.text.ocr import TextLine
 
 GENRES = ["Action", "Comedy", "Drama"]
 LABELS = {
@@ -181,6 +185,129 @@ def test_plots_draw_into_a_given_axes():
     assert [t.get_text() for t in left.get_yticklabels()] == ["Comedy", "Drama"]
     assert plots.aspect_ratios([[40, 60, 3], [60, 40, 1]], ax=right) is right
     assert sum(p.get_height() for p in right.patches) == 4
+
+
+# ---- the words on the posters (analyze --text) -----------------------------------------------
+
+needs_ocr = pytest.mark.skipif(importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="needs the text extra")
+WORD_GENRES = ["Horror", "Comedy", "Drama"]
+N_WORD_POSTERS = 21
+
+
+def _lines(*texts: str) -> list[TextLine]:
+    return [TextLine(t, 0.95, ((10, 20 + 30 * k), (90, 20 + 30 * k), (90, 40 + 30 * k), (10, 40 + 30 * k)))
+            for k, t in enumerate(texts)]  # fmt: skip
+
+
+def word_dataset(root):
+    """Seven posters per genre (some Drama ones also Comedy); every Horror poster says NIGHTMARE.
+
+    Returns the dataset folder and the OCR lines of each poster: NIGHTMARE on the six Horror
+    posters with text, ELM STREET on three of them, other words for the other genres, a line
+    every poster shares, and the last poster of each genre blank.
+    """
+    labels = {f"tt{k:07d}": [WORD_GENRES[k % 3]] + (["Comedy"] if k % 3 == 2 and k % 2 else []) for k in range(21)}
+    write_dataset(root, labels, WORD_GENRES)
+    ocr = {}
+    for k, (id_, genres) in enumerate(labels.items()):
+        words = {"Horror": ["NIGHTMARE"] + (["ELM STREET"] if k % 2 else []), "Comedy": ["SUMMER LAUGHS"]}
+        ocr[id_] = _lines(*words.get(genres[0], ["A TRUE STORY"]), "COMING SOON") if k < 18 else []
+    return root, ocr
+
+
+def seed_ocr_cache(root, ocr: dict[str, list[TextLine]]) -> None:
+    """Store these lines as the default-settings OCR of each poster, as a run of ``postergenre ocr`` would."""
+    from postergenre.text.ocr import OcrSettings, _to_record, open_ocr_store
+    from postergenre.text.store import sha256_hex
+
+    store = open_ocr_store(OcrSettings())
+    store.append(
+        (sha256_hex((root / "images" / f"{i}.jpg").read_bytes()), _to_record(lines)) for i, lines in ocr.items()
+    )
+
+
+def test_telling_words_stats_count_posters_per_word(tmp_path):
+    """Check NIGHTMARE tops Horror with its poster counts, blank posters count as read, and thin genres warn."""
+    root, ocr = word_dataset(tmp_path / "words")
+
+    found = telling_words_stats(load_dataset(root), ocr)
+
+    horror = found["genres"]["Horror"]
+    assert horror["words"][0] == {"word": "nightmare", "score": horror["words"][0]["score"], "posters": 6,
+                                  "all_posters": 6}  # fmt: skip
+    assert horror["words"][0]["score"] > 0 and [w["word"] for w in horror["words"]][1:] == ["elm", "street"]
+    assert found["genres"]["Comedy"]["words"][0]["word"] in ("summer", "laughs")
+    assert (horror["posters"], horror["posters_with_text"]) == (7, 6)
+    assert (found["posters_read"], found["posters_with_text"]) == (N_WORD_POSTERS, 18)
+    listed = {w["word"] for entry in found["genres"].values() for w in entry["words"]}
+    assert not listed & {"a", "coming", "soon"}  # a stop word, and a line on every poster
+    assert found["warnings"] == [
+        f"{genre}: {n} posters with text (fewer than 10); its words say little"
+        for genre, n in (("Horror", 6), ("Comedy", 9), ("Drama", 6))  # Comedy: 6 of its own, 3 also Drama
+    ]
+
+
+@needs_ocr
+def test_analyze_text_reports_the_words_from_cached_ocr(tmp_path, monkeypatch, capsys):
+    """Check --text puts the words in analysis.json, a plot and a section in the page, reading OCR from the cache."""
+    from postergenre.text import ocr as ocr_module
+
+    monkeypatch.setenv("POSTERGENRE_CACHE_DIR", str(tmp_path / "cache"))
+    root, ocr = word_dataset(tmp_path / "words")
+    seed_ocr_cache(root, ocr)
+    monkeypatch.setattr(ocr_module, "OcrEngine", lambda *a, **k: pytest.fail("OCR ran on a cached poster"))
+
+    stats = run_analysis(root, tmp_path / "out", "--text")
+
+    found = stats["telling_words"]
+    assert found["genres"]["Horror"]["words"][0]["word"] == "nightmare"
+    assert found["ocr"]["cached"] == N_WORD_POSTERS and found["ocr"]["read_now"] == 0
+    assert found["ocr"]["settings"] == ocr_module.OcrSettings().to_dict()
+    with Image.open(tmp_path / "out" / TELLING_WORDS_FILE) as image:
+        assert image.format == "PNG" and image.width > 600
+    page = (tmp_path / "out" / "analysis.html").read_text()
+    section = page.split("<h2>Words on the posters</h2>")[1].split("<h2>")[0]
+    assert 'alt="telling words per genre" src="data:image/png;base64,' in section
+    assert '<td>Horror</td><td class="num">6</td><td>nightmare (' in section
+    assert "Horror: 6 posters with text (fewer than 10)" in section
+    out = capsys.readouterr().out
+    assert f"text of {N_WORD_POSTERS} posters ({N_WORD_POSTERS} cached, 0 read now), 18 with text" in out
+    assert "most telling word per genre: Horror nightmare" in out
+
+
+def test_analyze_without_text_says_how_to_get_the_words(known_analysis):
+    """Check a plain analysis leaves telling_words null, draws no words plot and says how to get the section."""
+    _, out, stats = known_analysis
+    assert stats["telling_words"] is None
+    assert not (out / TELLING_WORDS_FILE).exists()
+    section = (out / "analysis.html").read_text().split("<h2>Words on the posters</h2>")[1].split("<h2>")[0]
+    assert "postergenre analyze DATA --text" in section and "pip install &#x27;postergenre[text]&#x27;" in section
+
+
+def test_analyze_text_without_the_extra_names_the_install(known_dataset, tmp_path, monkeypatch, capsys):
+    """Check --text without the OCR package is a one-line error with the pip command, before any output."""
+    from postergenre.text import ocr as ocr_module
+
+    def missing():
+        raise ImportError("no rapidocr")
+
+    monkeypatch.setattr(ocr_module, "package_version", missing)
+    assert main(["-q", "analyze", str(known_dataset), "--out", str(tmp_path / "out"), "--text"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'postergenre[text]'" in err and "without --text" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_word_bars_draw_into_a_given_axes():
+    """Check one genre's word bars go into the axes given, strongest on top, and an empty list says so."""
+    top, empty = plots.new_axes((8, 3), ncols=2)
+    entries = [{"word": "fear", "score": 3.0, "posters": 5}, {"word": "night", "score": 1.5, "posters": 2}]
+    assert plots.word_bars(entries, ax=top, posters_with_text=9) is top
+    assert [t.get_text() for t in top.get_yticklabels()] == ["night", "fear"]
+    assert [p.get_width() for p in top.patches] == [1.5, 3.0]
+    assert "5/9" in [t.get_text().strip() for t in top.texts]
+    plots.word_bars([], ax=empty)
+    assert [t.get_text() for t in empty.texts] == ["no telling word"]
 
 
 @pytest.fixture(scope="module")

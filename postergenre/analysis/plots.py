@@ -180,6 +180,55 @@ def poster_grid(thumbnails: list, captions: list[str], ax=None, *, columns: int 
     return ax
 
 
+def word_bars(entries: list[dict], ax=None, *, title: str = "", posters_with_text: int | None = None):
+    """One genre's telling words as horizontal bars of their z-score, the strongest at the top.
+
+    ``entries`` are ``{"word", "score", "posters"}`` dicts; each bar is labelled with how many of
+    the genre's posters show the word (out of ``posters_with_text``, when given).
+    """
+    ax = _axes(ax, (3, 2.4))
+    ax.set_title(title, fontsize=FONT_SIZE, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    if not entries:
+        ax.text(0.5, 0.5, "no telling word", ha="center", va="center", color="#777", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return ax
+    words = [e["word"] for e in entries][::-1]
+    scores = [e["score"] for e in entries][::-1]
+    ax.barh(words, scores, color=BAR_COLOR)
+    out_of = f"/{posters_with_text}" if posters_with_text else ""
+    for y, entry in enumerate(entries[::-1]):
+        ax.text(entry["score"], y, f" {entry['posters']}{out_of}", va="center", fontsize=FONT_SIZE - 3)
+    ax.set_xlim(0, max(scores) * 1.35)
+    ax.set_ylim(-0.6, len(words) - 0.4)
+    ax.tick_params(labelsize=FONT_SIZE - 2)
+    return ax
+
+
+def telling_words_grid(genres: dict[str, dict], *, columns: int = 5):
+    """Small multiples of :func:`word_bars`, one per genre in the order given; returns the first axes.
+
+    ``genres`` maps each genre to ``{"words": [...], "posters_with_text": n}`` as
+    :func:`postergenre.analysis.stats.telling_words_stats` gives them.
+    """
+    from matplotlib.figure import Figure
+
+    names = list(genres)
+    columns = max(1, min(columns, len(names)))
+    rows = max(1, -(-len(names) // columns))
+    figure = Figure(figsize=(3.1 * columns, 2.5 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    for ax, genre in zip(axes, names, strict=False):
+        found = genres[genre]
+        title = f"{genre} ({found['posters_with_text']} with text)"
+        word_bars(found["words"], ax=ax, title=title, posters_with_text=found["posters_with_text"])
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    figure.supxlabel("z-score of the log-odds ratio (bar labels: the genre's posters showing the word)")
+    return axes[0]
+
+
 def save(ax, path) -> None:
     """Write the axes' figure as a PNG."""
     ax.figure.savefig(path, dpi=100)

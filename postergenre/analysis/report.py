@@ -33,6 +33,12 @@ PLOT_FILES = {
     "image_sizes": "image_sizes.png",
     "sample_posters": "sample_posters.png",
 }
+# Drawn only when the analysis read the posters' text (analyze --text).
+TELLING_WORDS_FILE = "telling_words.png"
+TEXT_HINT = (
+    "postergenre analyze DATA --text reads the posters' text (offline OCR, cached) and adds this section; "
+    "it needs the text extra: pip install 'postergenre[text]'"
+)
 
 
 @dataclass
@@ -106,6 +112,8 @@ def draw_plots(stats: dict, image_paths: dict[str, Path], out_dir: Path) -> dict
     import matplotlib
 
     paths = {name: out_dir / file for name, file in PLOT_FILES.items()}
+    if stats.get("telling_words"):
+        paths["telling_words"] = out_dir / TELLING_WORDS_FILE
     with matplotlib.rc_context(plots.STYLE):
         _draw_each_plot(stats, image_paths, paths)
     return paths
@@ -117,6 +125,8 @@ def _draw_each_plot(stats: dict, image_paths: dict[str, Path], paths: dict[str, 
     plots.save(plots.labels_per_poster(stats["labels_per_poster"]), paths["labels_per_poster"])
     _draw_image_sizes(stats["image_sizes"]["all_sizes"], paths["image_sizes"])
     _draw_sample_grid(stats["sample_posters"], image_paths, paths["sample_posters"])
+    if "telling_words" in paths:
+        plots.save(plots.telling_words_grid(stats["telling_words"]["genres"]), paths["telling_words"])
 
 
 def _draw_image_sizes(all_sizes: list[list[int]], path: Path) -> None:
@@ -179,6 +189,7 @@ def render_html(stats: dict, image_paths: dict[str, Path], plot_paths: dict[str,
         _sizes_section(stats, plot_paths),
         _duplicates_section(stats, image_paths),
         _samples_section(stats, plot_paths),
+        _words_section(stats, plot_paths),
         _unlabelled_section(stats),
     ]
     body = "\n".join(s for s in sections if s)
@@ -348,6 +359,34 @@ def _samples_section(stats: dict, plot_paths: dict[str, Path]) -> str:
     return (
         f"<h2>Sample posters</h2>\n<p>{n} labelled posters picked at random (seed 0), with their genres.</p>\n"
         f"{_plot(plot_paths, 'sample_posters', 'sample posters with their genres')}"
+    )
+
+
+def _words_section(stats: dict, plot_paths: dict[str, Path]) -> str:
+    found = stats.get("telling_words")
+    if not found:
+        return f"<h2>Words on the posters</h2>\n<p>Not read in this analysis: {_e(TEXT_HINT)}.</p>"
+    settings = found["settings"]
+    rows = [
+        [
+            genre,
+            entry["posters_with_text"],
+            ", ".join(f"{w['word']} ({w['score']:.1f}; {w['posters']})" for w in entry["words"]) or "-",
+        ]
+        for genre, entry in found["genres"].items()
+    ]
+    table = _table(["genre", "posters with text", "words (z-score; posters of the genre showing it)"], rows, {1})
+    warnings = "".join(f'<div class="warn">{_e(w)}</div>' for w in found["warnings"])
+    return (
+        "<h2>Words on the posters</h2>\n"
+        f"<p>Text read by OCR on {_num(found['posters_read'])} labelled posters, "
+        f"{_num(found['posters_with_text'])} of them with text at confidence {settings['min_confidence']} or more. "
+        "For each genre, the words most typical of its posters against all the others: the z-score of the "
+        "log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi &amp; Quinn 2008), which keeps "
+        "a word seen on two posters from topping a list. Each poster counts a word once; words need three "
+        f"letters or more and {settings['min_posters']} posters, and English stop words are left out.</p>\n"
+        f"{warnings}\n{_plot(plot_paths, 'telling_words', 'telling words per genre')}\n"
+        f"<details><summary>The same as a table</summary>{table}</details>"
     )
 
 

@@ -27,6 +27,10 @@ MAX_LISTED_IDS = 20
 TOP_PAIRS = 15
 TOP_SIZES = 10
 SAMPLE_POSTERS = 24
+# Telling words: how many per genre, and the fewest posters with text a genre needs before its
+# words are more than the quirks of a few posters (it is listed, and flagged, below that).
+TOP_WORDS = 8
+MIN_TEXT_POSTERS = 10
 
 
 def analyze_dataset(
@@ -36,6 +40,7 @@ def analyze_dataset(
     min_positives: int = DEFAULT_MIN_POSITIVES,
     n_samples: int = SAMPLE_POSTERS,
     seed: int = 0,
+    ocr: dict | None = None,
 ) -> dict:
     """All the numbers of the analysis, as a JSON-able dict.
 
@@ -45,6 +50,9 @@ def analyze_dataset(
         min_positives: the genre selection's minimum, to report which genres it would leave out.
         n_samples: how many labelled posters to pick for the sample grid.
         seed: the seed of that pick.
+        ocr: the text lines of the labelled posters, ``{id: [TextLine, ...]}`` as
+            :func:`postergenre.text.ocr.ocr_posters` gives them, for the telling words of each
+            genre (``telling_words``); None leaves that entry None.
     """
     row_labels = dataset.row_labels
     groups = identical_groups(records)
@@ -65,6 +73,7 @@ def analyze_dataset(
         "duplicate_poster_genres": genres_of(dataset.labels, [*_flat(groups), *_flat(p[:2] for p in pairs)]),
         "undecodable_posters": undecodable_posters(records, dataset),
         "sample_posters": sample_posters(dataset, n_samples, seed),
+        "telling_words": telling_words_stats(dataset, ocr) if ocr is not None else None,
         "warnings": list(dataset.warnings),
     }
 
@@ -201,3 +210,44 @@ def sample_posters(dataset: PosterDataset, n: int = SAMPLE_POSTERS, seed: int = 
     ids = dataset.ids
     picked = sorted(random.Random(seed).sample(ids, min(n, len(ids))))
     return [{"id": i, "genres": genres} for i, genres in genres_of(dataset.labels, picked).items()]
+
+
+def telling_words_stats(
+    dataset: PosterDataset, ocr: dict, *, top: int = TOP_WORDS, min_text_posters: int = MIN_TEXT_POSTERS
+) -> dict:
+    """The words most typical of each genre's posters, with the poster counts behind them.
+
+    Counts unique labelled ids that have OCR results, in the dataset's genre order. Per genre:
+    ``posters`` (read), ``posters_with_text`` (at least one line at or above the confidence floor)
+    and ``words``, each ``{"word", "score", "posters", "all_posters"}`` as
+    :func:`postergenre.text.words.telling_word_counts` gives them. A genre with fewer than
+    ``min_text_posters`` posters showing text gets a warning: its words are anecdotes.
+    """
+    from postergenre.text import words as telling
+
+    floor = {
+        "min_confidence": telling.MIN_CONFIDENCE,
+        "min_posters": telling.MIN_POSTERS,
+        "prior_strength": telling.PRIOR_STRENGTH,
+    }
+    ids = [i for i in dataset.ids if i in ocr]
+    labels = dataset.labels.loc[ids]
+    words = telling.telling_word_counts(ocr, labels, top, **floor)
+    with_text = np.array([any(line.confidence >= floor["min_confidence"] for line in ocr[i]) for i in ids], bool)
+    genres, warnings = {}, []
+    for genre in dataset.genres:
+        member = labels[genre].to_numpy(bool)
+        n_text = int((member & with_text).sum())
+        genres[genre] = {"posters": int(member.sum()), "posters_with_text": n_text, "words": words[genre]}
+        if n_text < min_text_posters:
+            warnings.append(
+                f"{genre}: {n_text} posters with text (fewer than {min_text_posters}); its words say little"
+            )
+    return {
+        "method": "log-odds ratio z-score, informative Dirichlet prior (Monroe et al. 2008)",
+        "settings": {"top": top, **floor, "min_text_posters": min_text_posters},
+        "posters_read": len(ids),
+        "posters_with_text": int(with_text.sum()),
+        "genres": genres,
+        "warnings": warnings,
+    }

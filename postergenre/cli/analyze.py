@@ -24,6 +24,12 @@ def add_parser(subparsers) -> None:
         type=Path,
         help="folder for analysis.json, the plots and analysis.html (default: ./analysis)",
     )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="also read the labelled posters' text (offline OCR, cached; slow the first time) and report the "
+        "words most typical of each genre; needs pip install 'postergenre[text]'",
+    )
     parser.set_defaults(run=run)
 
 
@@ -34,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from postergenre.data.images import scan_images
 
     check_out_dir(args.out)
+    if args.text:
+        check_text_extra()
     # Dataset warnings are printed as they arise, through logging (PosterDataset.warn).
     dataset = load_dataset_from_args(args)
 
@@ -41,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
     records = scan_images(all_paths, progress=not args.quiet)
     drop_images(dataset, {r.id: r.error for r in records if r.error is not None}, skip=args.skip_missing)
 
-    stats = analyze_dataset(dataset, records)
+    ocr = read_poster_text(dataset, progress=not args.quiet) if args.text else None
+    stats = analyze_dataset(dataset, records, ocr=ocr)
+    if ocr is not None:
+        stats["telling_words"]["ocr"] = {
+            "settings": ocr_settings().to_dict(),
+            "cached": ocr.n_cached,
+            "read_now": ocr.n_computed,
+        }
     files = write_report(stats, all_paths, args.out)
 
     print_summary(stats, files.html)
@@ -54,6 +69,34 @@ def check_out_dir(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise PosterGenreError(f"{out}: exists and is not a folder; pass --out DIR naming a folder for the report")
+
+
+def check_text_extra() -> None:
+    """Fail before the scan, not after it, when --text cannot be honoured."""
+    from postergenre.errors import PosterGenreError
+    from postergenre.text.ocr import package_version
+
+    try:
+        package_version()
+    except ImportError as exc:
+        raise PosterGenreError(
+            "--text reads the posters' text with offline OCR, which needs the text extra; install it with: "
+            "pip install 'postergenre[text]', or analyze without --text"
+        ) from exc
+
+
+def ocr_settings():
+    # Training reads poster text with the default settings too, so either one's cache serves the other.
+    from postergenre.text.ocr import OcrSettings
+
+    return OcrSettings()
+
+
+def read_poster_text(dataset, *, progress: bool):
+    """OCR results of the labelled posters (unlabelled ones count for no genre), cached per poster."""
+    from postergenre.text.ocr import ocr_posters
+
+    return ocr_posters(dataset.image_paths, settings=ocr_settings(), progress=progress)
 
 
 def print_summary(stats: dict, html_path: Path) -> None:
@@ -74,6 +117,15 @@ def print_summary(stats: dict, html_path: Path) -> None:
     unlabelled_bad = [u["id"] for u in undecodable if not u["labelled"]]
     if unlabelled_bad:
         print(f"  undecodable posters without labels (ignored): {', '.join(unlabelled_bad[:5])}")
+    words = stats.get("telling_words")
+    if words:
+        ocr = words["ocr"]
+        print(
+            f"  text of {words['posters_read']:,} posters ({ocr['cached']:,} cached, {ocr['read_now']:,} read now), "
+            f"{words['posters_with_text']:,} with text"
+        )
+        tops = [f"{g} {e['words'][0]['word']}" for g, e in words["genres"].items() if e["words"]]
+        print(f"  most telling word per genre: {', '.join(tops[:6]) or 'none'}{', ...' if len(tops) > 6 else ''}")
     if stats["warnings"]:
         n = len(stats["warnings"])
         print(f"  {n} dataset warning{'s' if n > 1 else ''} (shown above and in the report)")

@@ -19,6 +19,11 @@ import pandas as pd
 from postergenre.text.ocr import TextLine
 
 _WORD = re.compile(r"[a-z]+")
+# The defaults of telling_words: OCR lines below this confidence are mostly misread texture; a
+# word on fewer posters than this is a name or a typo; the prior's total pseudo-count.
+MIN_CONFIDENCE = 0.5
+MIN_POSTERS = 3
+PRIOR_STRENGTH = 100.0
 
 
 def _stop_words() -> frozenset[str]:
@@ -61,15 +66,35 @@ def telling_words(
     labels: pd.DataFrame,
     top: int = 10,
     *,
-    min_confidence: float = 0.5,
-    min_posters: int = 3,
-    prior_strength: float = 100.0,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_posters: int = MIN_POSTERS,
+    prior_strength: float = PRIOR_STRENGTH,
 ) -> dict[str, list[tuple[str, float]]]:
     """``{genre: [(word, z-score), ...]}``: up to ``top`` words most typical of each genre's posters.
 
     ``labels`` has one 0/1 column per genre, indexed by poster id; only ids also in ``ocr`` count.
     Words need three letters or more, must not be English stop words, and must appear on at least
     ``min_posters`` posters. ``prior_strength`` is the total pseudo-count of the prior.
+    """
+    table = telling_word_counts(
+        ocr, labels, top, min_confidence=min_confidence, min_posters=min_posters, prior_strength=prior_strength
+    )
+    return {genre: [(entry["word"], entry["score"]) for entry in entries] for genre, entries in table.items()}
+
+
+def telling_word_counts(
+    ocr: dict[str, list[TextLine]],
+    labels: pd.DataFrame,
+    top: int = 10,
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_posters: int = MIN_POSTERS,
+    prior_strength: float = PRIOR_STRENGTH,
+) -> dict[str, list[dict]]:
+    """Like :func:`telling_words`, with the poster counts behind each score.
+
+    Returns ``{genre: [{"word", "score", "posters", "all_posters"}, ...]}``: ``posters`` counts the
+    genre's posters showing the word, ``all_posters`` every poster (of any genre) showing it.
     """
     ids = [id_ for id_ in labels.index if id_ in ocr]
     vocabulary, presence = _presence(ocr, ids, min_confidence, min_posters)
@@ -83,5 +108,13 @@ def telling_words(
     for k, genre in enumerate(labels.columns):
         scores = log_odds_z(in_counts[k], totals - in_counts[k], prior)
         best = [j for j in np.argsort(-scores, kind="stable")[:top] if scores[j] > 0 and in_counts[k, j] > 0]
-        result[genre] = [(vocabulary[j], round(float(scores[j]), 3)) for j in best]
+        result[genre] = [
+            {
+                "word": vocabulary[j],
+                "score": round(float(scores[j]), 3),
+                "posters": int(in_counts[k, j]),
+                "all_posters": int(totals[j]),
+            }
+            for j in best
+        ]
     return result
