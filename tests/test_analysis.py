@@ -302,12 +302,32 @@ def test_word_bars_draw_into_a_given_axes():
     """Check one genre's word bars go into the axes given, strongest on top, and an empty list says so."""
     top, empty = plots.new_axes((8, 3), ncols=2)
     entries = [{"word": "fear", "score": 3.0, "posters": 5}, {"word": "night", "score": 1.5, "posters": 2}]
-    assert plots.word_bars(entries, ax=top, posters_with_text=9) is top
-    assert [t.get_text() for t in top.get_yticklabels()] == ["night", "fear"]
-    assert [p.get_width() for p in top.patches] == [1.5, 3.0]
+    assert plots.word_bars(entries, ax=top, posters_with_text=9, slots=4, max_score=6.0) is top
+    heights = {label.get_text(): y for label, y in zip(top.get_yticklabels(), top.get_yticks(), strict=True)}
+    assert heights["fear"] > heights["night"]
+    assert sorted(p.get_width() for p in top.patches) == [1.5, 3.0]
+    assert top.get_xlim()[1] > 6.0 and top.get_ylim() == (-0.6, 3.6)  # the shared scale and room for 4 bars
     assert "5/9" in [t.get_text().strip() for t in top.texts]
     plots.word_bars([], ax=empty)
     assert [t.get_text() for t in empty.texts] == ["no telling word"]
+
+
+@needs_ocr
+def test_analyze_text_with_too_few_posters_says_so(tmp_path, monkeypatch):
+    """Check posters sharing no word give a warning and no plot, and an earlier run's words plot is removed."""
+    monkeypatch.setenv("POSTERGENRE_CACHE_DIR", str(tmp_path / "cache"))
+    root, ocr = word_dataset(tmp_path / "words")
+    seed_ocr_cache(root, {id_: _lines(f"TITLE{chr(97 + k)}") for k, id_ in enumerate(ocr)})  # one word each
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / TELLING_WORDS_FILE).write_bytes(b"stale")
+
+    found = run_analysis(root, out, "--text")["telling_words"]
+
+    assert found["words_counted"] == 0 and all(not g["words"] for g in found["genres"].values())
+    assert found["warnings"][0].startswith("no word is on 3 posters or more (of 21 with text)")
+    assert not (out / TELLING_WORDS_FILE).exists()
+    assert "no genre has telling words" in (out / "analysis.html").read_text()
 
 
 @pytest.fixture(scope="module")

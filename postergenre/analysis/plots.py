@@ -180,11 +180,20 @@ def poster_grid(thumbnails: list, captions: list[str], ax=None, *, columns: int 
     return ax
 
 
-def word_bars(entries: list[dict], ax=None, *, title: str = "", posters_with_text: int | None = None):
+def word_bars(
+    entries: list[dict],
+    ax=None,
+    *,
+    title: str = "",
+    posters_with_text: int | None = None,
+    slots: int | None = None,
+    max_score: float | None = None,
+):
     """One genre's telling words as horizontal bars of their z-score, the strongest at the top.
 
     ``entries`` are ``{"word", "score", "posters"}`` dicts; each bar is labelled with how many of
-    the genre's posters show the word (out of ``posters_with_text``, when given).
+    the genre's posters show the word (out of ``posters_with_text``, when given). ``slots`` (bars
+    of room) and ``max_score`` (the x scale) let panels side by side share one bar size and scale.
     """
     ax = _axes(ax, (3, 2.4))
     ax.set_title(title, fontsize=FONT_SIZE, loc="left")
@@ -194,38 +203,50 @@ def word_bars(entries: list[dict], ax=None, *, title: str = "", posters_with_tex
         ax.set_xticks([])
         ax.set_yticks([])
         return ax
-    words = [e["word"] for e in entries][::-1]
-    scores = [e["score"] for e in entries][::-1]
-    ax.barh(words, scores, color=BAR_COLOR)
+    slots = max(slots or 0, len(entries))
+    # Bars fill the top slots, so a genre with two words shows two bars of the usual size, not two fat ones.
+    positions = np.arange(slots - 1, slots - 1 - len(entries), -1)
+    ax.barh(positions, [e["score"] for e in entries], color=BAR_COLOR)
+    ax.set_yticks(positions, [e["word"] for e in entries])
     out_of = f"/{posters_with_text}" if posters_with_text else ""
-    for y, entry in enumerate(entries[::-1]):
+    for y, entry in zip(positions, entries, strict=True):
         ax.text(entry["score"], y, f" {entry['posters']}{out_of}", va="center", fontsize=FONT_SIZE - 3)
-    ax.set_xlim(0, max(scores) * 1.35)
-    ax.set_ylim(-0.6, len(words) - 0.4)
+    ax.set_xlim(0, (max_score or max(e["score"] for e in entries)) * 1.35)
+    ax.set_ylim(-0.6, slots - 0.4)
     ax.tick_params(labelsize=FONT_SIZE - 2)
     return ax
 
 
 def telling_words_grid(genres: dict[str, dict], *, columns: int = 5):
-    """Small multiples of :func:`word_bars`, one per genre in the order given; returns the first axes.
+    """Small multiples of :func:`word_bars`, one per genre in the order given, on one x scale.
 
     ``genres`` maps each genre to ``{"words": [...], "posters_with_text": n}`` as
-    :func:`postergenre.analysis.stats.telling_words_stats` gives them.
+    :func:`postergenre.analysis.stats.telling_words_stats` gives them. Returns the first axes.
     """
     from matplotlib.figure import Figure
 
     names = list(genres)
     columns = max(1, min(columns, len(names)))
     rows = max(1, -(-len(names) // columns))
-    figure = Figure(figsize=(3.1 * columns, 2.5 * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    scores = [w["score"] for found in genres.values() for w in found["words"]]
+    slots = max((len(found["words"]) for found in genres.values()), default=1)
+    figure = Figure(figsize=(3.1 * columns, (0.22 * slots + 0.8) * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, genre in zip(axes, names, strict=False):
         found = genres[genre]
-        title = f"{genre} ({found['posters_with_text']} with text)"
-        word_bars(found["words"], ax=ax, title=title, posters_with_text=found["posters_with_text"])
+        word_bars(
+            found["words"],
+            ax=ax,
+            title=f"{genre} ({found['posters_with_text']} with text)",
+            posters_with_text=found["posters_with_text"],
+            slots=slots,
+            max_score=max(scores, default=None),
+        )
     for ax in axes[len(names) :]:
         ax.set_axis_off()
-    figure.supxlabel("z-score of the log-odds ratio (bar labels: the genre's posters showing the word)")
+    figure.supxlabel(
+        "z-score of the log-odds ratio, one scale for all genres (labels: the genre's posters with the word)"
+    )
     return axes[0]
 
 

@@ -112,8 +112,11 @@ def draw_plots(stats: dict, image_paths: dict[str, Path], out_dir: Path) -> dict
     import matplotlib
 
     paths = {name: out_dir / file for name, file in PLOT_FILES.items()}
-    if stats.get("telling_words"):
+    words = stats.get("telling_words")
+    if words and any(entry["words"] for entry in words["genres"].values()):
         paths["telling_words"] = out_dir / TELLING_WORDS_FILE
+    else:
+        (out_dir / TELLING_WORDS_FILE).unlink(missing_ok=True)  # an earlier analysis's, which this one contradicts
     with matplotlib.rc_context(plots.STYLE):
         _draw_each_plot(stats, image_paths, paths)
     return paths
@@ -126,7 +129,10 @@ def _draw_each_plot(stats: dict, image_paths: dict[str, Path], paths: dict[str, 
     _draw_image_sizes(stats["image_sizes"]["all_sizes"], paths["image_sizes"])
     _draw_sample_grid(stats["sample_posters"], image_paths, paths["sample_posters"])
     if "telling_words" in paths:
-        plots.save(plots.telling_words_grid(stats["telling_words"]["genres"]), paths["telling_words"])
+        # Most frequent genre first, as in the genre counts plot.
+        genres = stats["telling_words"]["genres"]
+        ordered = {g: genres[g] for g in stats["genre_counts"] if g in genres}
+        plots.save(plots.telling_words_grid(ordered), paths["telling_words"])
 
 
 def _draw_image_sizes(all_sizes: list[list[int]], path: Path) -> None:
@@ -377,6 +383,8 @@ def _words_section(stats: dict, plot_paths: dict[str, Path]) -> str:
     ]
     table = _table(["genre", "posters with text", "words (z-score; posters of the genre showing it)"], rows, {1})
     warnings = "".join(f'<div class="warn">{_e(w)}</div>' for w in found["warnings"])
+    # No plot when no genre has a word: a grid of empty panels says less than the warning does.
+    plot = _plot(plot_paths, "telling_words", "telling words per genre") if "telling_words" in plot_paths else ""
     return (
         "<h2>Words on the posters</h2>\n"
         f"<p>Text read by OCR on {_num(found['posters_read'])} labelled posters, "
@@ -385,7 +393,7 @@ def _words_section(stats: dict, plot_paths: dict[str, Path]) -> str:
         "log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi &amp; Quinn 2008), which keeps "
         "a word seen on two posters from topping a list. Each poster counts a word once; words need three "
         f"letters or more and {settings['min_posters']} posters, and English stop words are left out.</p>\n"
-        f"{warnings}\n{_plot(plot_paths, 'telling_words', 'telling words per genre')}\n"
+        f"{warnings}\n{plot}\n"
         f"<details><summary>The same as a table</summary>{table}</details>"
     )
 

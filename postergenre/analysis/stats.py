@@ -222,6 +222,7 @@ def telling_words_stats(
     and ``words``, each ``{"word", "score", "posters", "all_posters"}`` as
     :func:`postergenre.text.words.telling_word_counts` gives them. A genre with fewer than
     ``min_text_posters`` posters showing text gets a warning: its words are anecdotes.
+    ``words_counted`` is how many words are on enough posters to be scored at all.
     """
     from postergenre.text import words as telling
 
@@ -234,7 +235,15 @@ def telling_words_stats(
     labels = dataset.labels.loc[ids]
     words = telling.telling_word_counts(ocr, labels, top, **floor)
     with_text = np.array([any(line.confidence >= floor["min_confidence"] for line in ocr[i]) for i in ids], bool)
+    n_counted = len(
+        telling.counted_words(ocr, ids, min_confidence=floor["min_confidence"], min_posters=floor["min_posters"])
+    )
     genres, warnings = {}, []
+    if not n_counted:
+        warnings.append(
+            f"no word is on {floor['min_posters']} posters or more (of {int(with_text.sum())} with text), so no genre "
+            "has telling words: they need more posters"
+        )
     for genre in dataset.genres:
         member = labels[genre].to_numpy(bool)
         n_text = int((member & with_text).sum())
@@ -248,6 +257,7 @@ def telling_words_stats(
         "settings": {"top": top, **floor, "min_text_posters": min_text_posters},
         "posters_read": len(ids),
         "posters_with_text": int(with_text.sum()),
+        "words_counted": n_counted,
         "genres": genres,
         "warnings": warnings,
     }

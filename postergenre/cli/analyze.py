@@ -125,7 +125,10 @@ def print_summary(stats: dict, html_path: Path) -> None:
             f"{words['posters_with_text']:,} with text"
         )
         tops = [f"{g} {e['words'][0]['word']}" for g, e in words["genres"].items() if e["words"]]
-        print(f"  most telling word per genre: {', '.join(tops[:6]) or 'none'}{', ...' if len(tops) > 6 else ''}")
+        if tops:
+            print(f"  most telling word per genre: {', '.join(tops[:6])}{', ...' if len(tops) > 6 else ''}")
+        else:
+            print(f"  no telling words: {words['warnings'][0] if words['warnings'] else 'no genre has one'}")
     if stats["warnings"]:
         n = len(stats["warnings"])
         print(f"  {n} dataset warning{'s' if n > 1 else ''} (shown above and in the report)")

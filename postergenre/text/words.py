@@ -51,6 +51,17 @@ def _presence(ocr: dict[str, list[TextLine]], ids: list[str], min_confidence: fl
     return vocabulary, matrix
 
 
+def counted_words(
+    ocr: dict[str, list[TextLine]],
+    ids: list[str],
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_posters: int = MIN_POSTERS,
+) -> list[str]:
+    """The words :func:`telling_words` can score among these posters: on at least ``min_posters`` of them."""
+    return _presence(ocr, [id_ for id_ in ids if id_ in ocr], min_confidence, min_posters)[0]
+
+
 def log_odds_z(in_counts: np.ndarray, out_counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """z-scores of the log-odds ratio of each word between two corpora, given Dirichlet ``prior`` counts."""
     a0 = prior.sum()
