@@ -6,6 +6,7 @@ import re
 import sys
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,9 +20,10 @@ from postergenre.errors import PosterGenreError
 from postergenre.explain import activation_max, filters, gradcam, render
 from postergenre.explain import classifier as classifiers
 from postergenre.explain.classifier import classifier_from_parts, load_classifier
-from postergenre.explain.gradcam import explain_image, grad_cam
+from postergenre.explain.gradcam import explain_image, grad_cam, text_read
 from postergenre.explain.report import explained_examples_html, pick_examples
 from postergenre.models.backbones import create_backbone, list_backbones
+from postergenre.text.ocr import OcrSettings, TextLine
 from postergenre.training.fusion import text_extra_installed as fusion_extra_installed
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western"]  # odd on purpose
@@ -392,6 +394,82 @@ def test_channel_out_of_range_names_the_range():
         activation_max.maximise(backbone, objective, backbone.preprocessing, target="t", settings=FEW_STEPS)
 
 
+# ---- poster text on the panels ----------------------------------------------------------------
+
+
+def _text_line(text: str, left: float, top: float, right: float, bottom: float, confidence=0.9) -> TextLine:
+    return TextLine(text, confidence, ((left, top), (right, top), (right, bottom), (left, bottom)))
+
+
+def _changed(before: Image.Image, after: Image.Image) -> np.ndarray:
+    return (np.asarray(before, np.int16) != np.asarray(after, np.int16)).any(axis=-1)
+
+
+def test_text_boxes_change_the_picture_only_on_and_near_the_boxes():
+    """Check boxes given in poster pixels are outlined on a half-size picture, and nothing far from them changes."""
+    picture = Image.new("RGB", (200, 300), (90, 120, 90))
+    lines = [_text_line("NIGHTMARE", 100, 100, 300, 160), _text_line("ELM", 60, 400, 140, 460)]
+
+    drawn = render.draw_text_boxes(picture, lines, poster_size=(400, 600))
+
+    changed = _changed(picture, drawn)
+    assert picture.getpixel((100, 50)) == (90, 120, 90)  # the input is left alone
+    assert drawn.getpixel((100, 50)) == render.BOX_COLOUR  # the top edge of the first box, at half size
+    assert drawn.getpixel((150, 65)) == render.BOX_COLOUR and drawn.getpixel((70, 215)) == render.BOX_COLOUR
+    assert not changed[65, 100] and not changed[215, 50]  # inside the boxes: outlines only
+    near = np.zeros_like(changed)
+    near[50 - 16 : 80 + 3, 50 - 3 : 150 + 3] = True  # the first box, its halo and its number tag above it
+    near[200 - 16 : 230 + 3, 30 - 3 : 70 + 3] = True
+    assert changed.any() and not (changed & ~near).any()
+    assert drawn.getpixel((190, 290)) == (90, 120, 90)
+    assert not _changed(picture, render.draw_text_boxes(picture, [])).any()
+
+
+def test_text_caption_numbers_the_lines_or_says_none():
+    """Check the caption lists each line with its number and confidence, and says when there is no text."""
+    lines = [_text_line("NIGHTMARE", 0, 0, 9, 9, 0.98), _text_line("ELM STREET", 0, 20, 9, 29, 0.8)]
+    assert render.text_caption(lines) == 'text read (OCR): 1 "NIGHTMARE" (0.98)  2 "ELM STREET" (0.80)'
+    assert render.text_caption([]) == render.NO_TEXT and "confidence floor" in render.NO_TEXT
+
+
+def test_cam_panel_outlines_text_and_image_only_panels_are_unchanged(lite0, poster):
+    """Check a panel with text lines differs from the plain one only near the boxes; None draws the plain panel."""
+    cam = explain_image(_classifier(lite0), poster, [0]).cams[0]
+    plain = render.cam_panel(poster, cam, height=400)
+    # The poster is 135x200: at 400 px high every poster pixel is two panel pixels.
+    boxed = render.cam_panel(poster, cam, height=400, text_lines=[_text_line("WORD", 20, 50, 110, 80)])
+
+    assert boxed.size == plain.size
+    changed = _changed(plain, boxed)
+    rows, columns = np.nonzero(changed)
+    assert rows.min() >= 100 - 16 and rows.max() <= 160 + 3 and columns.min() >= 40 - 3 and columns.max() <= 220 + 3
+    assert boxed.getpixel((130, 100)) == render.BOX_COLOUR
+    no_text = render.cam_panel(poster, cam, height=400, text_lines=None)
+    assert not _changed(plain, no_text).any()
+
+
+def test_text_read_keeps_the_lines_the_model_reads_in_reading_order(lite0):
+    """Check text_read drops blank and unconfident lines as the text features do, orders the rest; None for images."""
+    lines = [
+        _text_line("STREET", 0, 40, 90, 60),
+        _text_line("xq", 0, 80, 20, 90, confidence=0.3),  # under the model's 0.5 floor
+        _text_line("ELM", 100, 0, 150, 20),
+        _text_line("  ", 0, 100, 20, 110),
+        _text_line("NIGHTMARE ON", 0, 2, 90, 22, confidence=0.5),
+    ]
+    read = text_read(_text_classifier(lite0, "concat"), lines)
+    assert [line.text for line in read] == ["NIGHTMARE ON", "ELM", "STREET"]
+    assert text_read(_classifier(lite0), lines) is None
+
+
+@pytest.mark.parametrize("fusion", ["concat", "late"])
+def test_text_model_explanation_notes_that_the_text_is_held_fixed(lite0, poster, fusion):
+    """Check a text model's explanation says its text is held fixed and the probabilities include it."""
+    notes = explain_image(_text_classifier(lite0, fusion), poster, [0]).notes
+    assert any(f"text ({fusion} fusion), held fixed here" in note for note in notes), notes
+    assert not any("text" in note for note in explain_image(_classifier(lite0), poster, [0]).notes)
+
+
 # ---- loading a run ---------------------------------------------------------------------------
 
 
@@ -511,6 +589,112 @@ def test_explain_missing_run_and_loader(tmp_path, poster, monkeypatch, capsys):
     Path("run").mkdir()
     assert main(["-q", "explain", "run", "poster.jpg"]) == 2
     assert "needs the training package" in _error(capsys)
+
+
+FEAR = _text_line("FEAR", 15, 40, 100, 75, confidence=0.95)
+FAINT = _text_line("xq", 20, 150, 60, 170, confidence=0.3)  # under the floor: the model does not read it
+
+
+@pytest.fixture
+def text_run(tmp_path, monkeypatch, lite0, poster):
+    """A run folder whose model reads poster text (late fusion), its OCR replaced by given lines; and word.jpg.
+
+    Yields the reader: set ``reader.lines`` to what the OCR finds; ``reader.calls`` counts the readings.
+    """
+    reader = SimpleNamespace(lines=[FEAR, FAINT], calls=0)
+
+    def read_poster_text(path):
+        reader.calls += 1
+        return list(reader.lines)
+
+    def load(run_dir):
+        classifier = _text_classifier(lite0, "late")
+        classifier.read_poster_text = read_poster_text
+        return classifier
+
+    monkeypatch.setattr(classifiers, "load_classifier", load)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text-run").mkdir()
+    poster.save("word.jpg")
+    return reader
+
+
+def _box_pixels(path) -> int:
+    return int((np.asarray(Image.open(path).convert("RGB")) == render.BOX_COLOUR).all(axis=-1).sum())
+
+
+def test_explain_text_model_outlines_the_text_it_reads(text_run, capsys):
+    """Check explain outlines and lists the lines the model reads; --no-text-boxes still reads them but draws none."""
+    assert main(["-q", "explain", "text-run", "word.jpg", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "text read (OCR), as outlined on the poster:\n   1  FEAR  (confidence 0.95)\nwrote" in out, out
+    assert "xq" not in out
+    assert _box_pixels("word_explain.png") > 100
+    assert text_run.calls == 1
+
+    assert main(["-q", "explain", "text-run", "word.jpg", "--top", "2", "--no-text-boxes", "--out", "off.png"]) == 0
+    assert "text read" not in capsys.readouterr().out
+    assert _box_pixels("off.png") == 0
+    assert text_run.calls == 2  # the model's text input is read all the same
+
+
+def test_explain_text_model_says_when_there_is_no_text(text_run, capsys):
+    """Check a poster with no text the model reads (none, or only unconfident lines) is said so, with no box."""
+    text_run.lines = [FAINT]
+    assert main(["-q", "explain", "text-run", "word.jpg", "--top", "1"]) == 0
+    assert render.NO_TEXT in capsys.readouterr().out
+    assert _box_pixels("word_explain.png") == 0
+
+
+def test_explain_text_model_without_the_extra_names_the_install(tmp_path, poster, lite0, monkeypatch, capsys):
+    """Check a text model without the OCR package is a one-line error with the pip command, boxes or not."""
+    from postergenre.text import ocr
+
+    def missing():
+        raise ImportError("no rapidocr")
+
+    monkeypatch.setattr(ocr, "package_version", missing)
+    monkeypatch.setattr(classifiers, "load_classifier", lambda run_dir: _text_classifier(lite0, "concat"))
+    monkeypatch.chdir(tmp_path)
+    poster.save("word.jpg")
+    for flags in ([], ["--no-text-boxes"]):
+        assert main(["-q", "explain", str(tmp_path), "word.jpg", *flags]) == 2
+        assert "pip install 'postergenre[text]'" in _error(capsys)
+
+
+def test_explain_image_model_ignores_text_boxes(fake_run, poster, monkeypatch, capsys):
+    """Check an image-only run reads no text: no OCR, no text lines, the same picture with or without the flag."""
+    from postergenre.text import ocr
+
+    monkeypatch.setattr(ocr, "ocr_posters", lambda *a, **k: pytest.fail("an image-only run read poster text"))
+    poster.save(fake_run.parent / "poster.jpg")
+    assert main(["-q", "explain", str(fake_run), "poster.jpg", "--top", "1"]) == 0
+    assert main(["-q", "explain", str(fake_run), "poster.jpg", "--top", "1", "--no-text-boxes", "--out", "b.png"]) == 0
+    out = capsys.readouterr().out
+    assert "text read" not in out and render.NO_TEXT not in out
+    assert Image.open("poster_explain.png").tobytes() == Image.open("b.png").tobytes()
+
+
+@pytest.mark.skipif(not fusion_extra_installed(), reason="needs the text extra")
+def test_explain_a_real_text_model_outlines_the_word_ocr_reads(tmp_path, lite0, monkeypatch, capsys):
+    """Check the whole path, real OCR and text embedding included: the poster's word is listed and outlined."""
+    from test_text import write_text_poster
+
+    from postergenre.text.embed import NUM_TEXT_FEATURES
+    from postergenre.training.fusion import MIN_CONFIDENCE
+
+    text = {"fusion": "concat", "num_features": NUM_TEXT_FEATURES, "min_confidence": MIN_CONFIDENCE}
+    text["ocr"] = OcrSettings().to_dict()
+    head = _head(lite0.num_features + NUM_TEXT_FEATURES)
+    preprocessing = lite0.preprocessing.with_policy("stretch", input_size=TINY)
+    classifier = classifier_from_parts(lite0, head, GENRES, None, preprocessing, text=text)
+    monkeypatch.setattr(classifiers, "load_classifier", lambda run_dir: classifier)
+    monkeypatch.chdir(tmp_path)
+    write_text_poster(tmp_path / "word.jpg", "NIGHTMARE")
+
+    assert main(["-q", "explain", str(tmp_path), "word.jpg", "--top", "1"]) == 0
+    assert re.search(r"\n   1  NIGHTMARE  \(confidence 0\.\d\d\)\n", capsys.readouterr().out)
+    assert _box_pixels("word_explain.png") > 100
 
 
 def test_filters_list_layers(capsys):

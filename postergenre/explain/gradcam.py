@@ -99,7 +99,22 @@ def reading_notes(classifier: GenreClassifier) -> list[str]:
         notes.append("The network sees only the centre crop of the poster; the parts cut off get no heat.")
     if classifier.flip:
         notes.append("The model averages the poster and its mirror image; the map sums both, mirrored back.")
+    if classifier.text is not None:
+        notes.append(
+            f"The model also reads the poster's text ({classifier.text['fusion']} fusion), held fixed here: the map "
+            "shows the picture's evidence, the probabilities include the text's."
+        )
     return notes
+
+
+def text_read(classifier: GenreClassifier, lines: list) -> list | None:
+    """Of the OCR lines of a poster (``classifier.read_poster_text``), those the model reads, in reading
+    order (confident ones with text, as its text features take them); None for an image-only model."""
+    if classifier.text is None:
+        return None
+    from postergenre.text.embed import lines_read
+
+    return lines_read(lines, min_confidence=float(classifier.text["min_confidence"]))
 
 
 def top_genres(probabilities: np.ndarray, k: int) -> list[int]:

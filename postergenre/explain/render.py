@@ -34,6 +34,11 @@ TEXT = (20, 20, 20)
 MUTED = (110, 110, 110)
 PANEL_HEIGHT = 420
 GAP = 8
+# Magenta is no colour of the Turbo map, so text boxes stand out over any heat; the dark halo keeps
+# them visible over a magenta or pale poster.
+BOX_COLOUR = (255, 0, 200)
+BOX_HALO = (30, 0, 25)
+NO_TEXT = "no text read on the poster (OCR found none at the model's confidence floor)"
 
 
 @lru_cache(maxsize=1)
@@ -122,12 +127,59 @@ def fit_height(image: Image.Image, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BILINEAR)
 
 
+# ---- poster text --------------------------------------------------------------------------------
+
+
+def draw_text_boxes(picture: Image.Image, lines, poster_size: tuple[int, int] | None = None) -> Image.Image:
+    """A copy of ``picture`` with each OCR line's box outlined and numbered (1, 2, ... in the order given).
+
+    ``lines`` are :class:`~postergenre.text.ocr.TextLine`, their boxes in the poster's pixels;
+    ``poster_size`` (W, H) is the poster's size when ``picture`` is the poster resized (default:
+    the picture's own). Boxes are drawn on the resized picture, not before resizing, so that a
+    large poster shown small keeps outlines two pixels wide.
+    """
+    out = picture.convert("RGB")  # a copy, even of an RGB picture
+    width, height = poster_size or picture.size
+    scale_x, scale_y = picture.width / width, picture.height / height
+    draw = ImageDraw.Draw(out)
+    for number, line in enumerate(lines, start=1):
+        corners = [(x * scale_x, y * scale_y) for x, y in line.box]
+        draw.polygon(corners, outline=BOX_HALO, width=4)
+        draw.polygon(corners, outline=BOX_COLOUR, width=2)
+        _box_number(draw, number, corners)
+    return out
+
+
+def _box_number(draw: ImageDraw.ImageDraw, number: int, corners: list[tuple[float, float]]) -> None:
+    """The line's number on a magenta tag at the box's top-left corner, above it where there is room."""
+    label = str(number)
+    left, top = min(x for x, _ in corners), min(y for _, y in corners)
+    tag_w, tag_h = font(11).getlength(label) + 4, 13
+    y = top - tag_h if top >= tag_h else top
+    draw.rectangle((left, y, left + tag_w, y + tag_h), fill=BOX_COLOUR)
+    draw.text((left + 2, y + 1), label, fill=(255, 255, 255), font=font(11))
+
+
+def text_caption(lines) -> str:
+    """The numbered lines a text model reads on the poster, for a caption; says so when there are none."""
+    if not lines:
+        return NO_TEXT
+    return "text read (OCR): " + "  ".join(
+        f'{k} "{line.text}" ({line.confidence:.2f})' for k, line in enumerate(lines, 1)
+    )
+
+
 # ---- Grad-CAM figures ------------------------------------------------------------------------
 
 
-def cam_panel(image: Image.Image, cam, *, height: int = PANEL_HEIGHT) -> Image.Image:
-    """One genre's heatmap over the poster, its probability and threshold written below."""
+def cam_panel(image: Image.Image, cam, *, height: int = PANEL_HEIGHT, text_lines=None) -> Image.Image:
+    """One genre's heatmap over the poster, its probability and threshold written below.
+
+    ``text_lines`` (OCR lines of the poster, for a model that reads its text) are outlined on it.
+    """
     picture = fit_height(overlay(image, cam.heatmap), height)
+    if text_lines is not None:
+        picture = draw_text_boxes(picture, text_lines, image.size)
     decision = "predicted" if cam.predicted else "not predicted"
     lines = [
         (cam.genre, TEXT),
@@ -136,11 +188,20 @@ def cam_panel(image: Image.Image, cam, *, height: int = PANEL_HEIGHT) -> Image.I
     return stack([picture, text_block(lines, max(picture.width, 220), size=15)])
 
 
-def explanation_figure(image: Image.Image, explanation, *, title: str = "", height: int = PANEL_HEIGHT) -> Image.Image:
-    """One panel per explained genre side by side, under a caption naming the model and the layer."""
-    panels = stack([cam_panel(image, cam, height=height) for cam in explanation.cams], vertical=False, gap=GAP)
+def explanation_figure(
+    image: Image.Image, explanation, *, title: str = "", height: int = PANEL_HEIGHT, text_lines=None
+) -> Image.Image:
+    """One panel per explained genre side by side, under a caption naming the model and the layer.
+
+    With ``text_lines`` (the OCR lines a text model reads; [] for none) every panel outlines them
+    and the caption lists them, numbered as on the panels.
+    """
+    panels = [cam_panel(image, cam, height=height, text_lines=text_lines) for cam in explanation.cams]
+    panels = stack(panels, vertical=False, gap=GAP)
     lines = [(title, TEXT)] if title else []
     lines += [(explanation.caption, MUTED)] + [(note, MUTED) for note in explanation.notes]
+    if text_lines is not None:
+        lines.append((text_caption(text_lines), TEXT))
     caption = text_block(lines, panels.width, size=15)
     figure = stack([caption, panels, colour_bar(min(panels.width, 260))], gap=4)
     return _margin(figure, GAP)

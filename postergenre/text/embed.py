@@ -90,10 +90,14 @@ def _height(line: TextLine) -> float:
     return max(y for _, y in line.box) - _top(line)
 
 
+def lines_read(lines: Sequence[TextLine], *, min_confidence: float = 0.5) -> list[TextLine]:
+    """The lines a text model reads: those with text at or above the confidence floor, in reading order."""
+    return reading_order([line for line in lines if line.confidence >= min_confidence and line.text.strip()])
+
+
 def poster_text(lines: Sequence[TextLine], *, min_confidence: float = 0.5) -> str:
     """The poster's lines at or above the confidence floor, in reading order, joined by spaces."""
-    kept = [line for line in lines if line.confidence >= min_confidence and line.text.strip()]
-    return " ".join(line.text.strip() for line in reading_order(kept))
+    return " ".join(line.text.strip() for line in lines_read(lines, min_confidence=min_confidence))
 
 
 def open_embedding_store(cache_dir: Path | str | None = None):
