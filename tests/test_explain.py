@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import types
+from html import escape as html_escape
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -803,3 +804,33 @@ def test_explained_examples_html_checks_its_inputs(lite0):
         explained_examples_html(classifier, POSTERS[:2], np.ones((3, 1)), np.ones((3, 1)), ["Drama"])
     with pytest.raises(PosterGenreError, match="genres Musical are not the model's; expected some of Action"):
         explained_examples_html(classifier, POSTERS[:2], np.ones((2, 1)), np.ones((2, 1)), ["Musical"])
+
+
+def test_explained_examples_of_a_text_model_outline_its_text(lite0):
+    """Check a text model's examples outline and list the text it reads on each poster, and image runs say nothing."""
+    paths = POSTERS[:6]
+    rng = np.random.default_rng(1)
+    y_true, y_score = rng.integers(0, 2, size=(6, 2)), rng.random((6, 2))
+    y_true[:, 0] = 1
+    found = {paths[0]: [_text_line("NIGHTMARE", 10, 30, 120, 60)]}
+
+    def section(lines_by_path) -> str:
+        classifier = _text_classifier(lite0, "late")
+        classifier.read_poster_text = lambda path: lines_by_path.get(Path(path), [])
+        return explained_examples_html(classifier, paths, y_true, y_score, ["Drama", "Action"], n_genres=1, per_kind=3)
+
+    boxed, no_text = section(found), section({})
+
+    def figures(html: str) -> dict[str, str]:
+        return dict(zip(re.findall(r'alt="([^"]+)"', html), re.findall(r'src="([^"]+)"', html), strict=True))
+
+    assert paths[0].name in figures(boxed) and len(figures(boxed)) >= 2
+    for name, source in figures(boxed).items():
+        assert (source != figures(no_text)[name]) == (name == paths[0].name), name
+    assert boxed.count("text read (OCR): 1 &quot;NIGHTMARE&quot; (0.90)") == 1
+    assert boxed.count(html_escape(render.NO_TEXT)) == len(figures(boxed)) - 1
+    assert "magenta outlines mark the lines it read (OCR)" in boxed
+    image_only = explained_examples_html(
+        _classifier(lite0, size=(64, 64)), paths, y_true, y_score, ["Drama", "Action"], n_genres=1, per_kind=3
+    )
+    assert "text read" not in image_only and "magenta" not in image_only

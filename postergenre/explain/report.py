@@ -4,6 +4,7 @@ For a few genres (those with the most test positives), the posters the model was
 that genre and were (right), and those it was surest were that genre and were not (wrong; when
 there are too few, the positives it missed by the widest margin). Seeing both side by side shows
 whether the model looks at the poster's content or at something that merely comes with the genre.
+For a model that reads poster text, the text it read on each poster is outlined and listed too.
 """
 
 from __future__ import annotations
@@ -87,12 +88,18 @@ def _by_score(rows: np.ndarray, score: np.ndarray, highest: bool) -> np.ndarray:
 
 def _introduction(classifier, per_kind: int) -> str:
     backbone = classifier.backbone
+    text = ""
+    if classifier.text is not None:
+        text = (
+            " The model also reads the poster's text, held fixed for the heatmap: magenta outlines mark the lines "
+            "it read (OCR), numbered as in the caption; scores are the whole model's, text included."
+        )
     return (
         f'<p class="note">Grad-CAM (Selvaraju et al. 2017) at {_e(backbone.name)} stage '
         f"'{_e(backbone.gradcam_layer)}' (last conv stage): warm colours mark where the evidence for the genre "
         f"lies. For each genre, the {per_kind} test posters the model was surest belong to it and do (right), "
         "then those it was surest belong to it and do not (false positive) or, when there are too few, the "
-        "positives it missed by the widest margin.</p>"
+        f"positives it missed by the widest margin.{_e(text)}</p>"
     )
 
 
@@ -107,7 +114,7 @@ def _figure(classifier, index: int, example: Example, image_paths, genres, y_tru
     from postergenre.data.images import open_rgb
     from postergenre.errors import PosterGenreError
     from postergenre.explain import render
-    from postergenre.explain.gradcam import explain_image
+    from postergenre.explain.gradcam import explain_image, text_read
 
     path = Path(image_paths[example.row])
     try:
@@ -115,7 +122,7 @@ def _figure(classifier, index: int, example: Example, image_paths, genres, y_tru
     except PosterGenreError as error:
         logger.warning("explained examples: skipping %s", error)
         return f'<p class="note">{_e(error)}</p>'
-    classifier.read_poster_text(path)
+    text_lines = text_read(classifier, classifier.read_poster_text(path))  # a text model's fixed text input
     cam = explain_image(classifier, image, [index]).cams[0]
     picture = render.fit_height(render.overlay(image, cam.heatmap), THUMBNAIL_HEIGHT)
     true_genres = [g for g, flag in zip(genres, y_true[example.row], strict=True) if flag] or ["none"]
@@ -123,6 +130,9 @@ def _figure(classifier, index: int, example: Example, image_paths, genres, y_tru
         f"<b>{_e(example.kind)}</b> · {_e(path.name)}<br>score {example.score:.2f}"
         f"<br>true: {_e(', '.join(true_genres))}"
     )
+    if text_lines is not None:
+        picture = render.draw_text_boxes(picture, text_lines, image.size)
+        caption += f'<br><span class="text-lines">{_e(render.text_caption(text_lines))}</span>'
     style = _FIGURE_STYLE.format(width=max(picture.width, 160))
     return (
         f'<figure style="{style}"><img alt="{_e(path.name)}" src="{render.to_data_uri(picture)}">'
