@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--no-text-boxes",
         dest="text_boxes",
         action="store_false",
-        help="for a model that reads poster text: leave out the OCR boxes and the text they hold",
+        help="for a model that reads poster text: leave out the outlines and the list of the lines it read "
+        "(the poster is read all the same: the model needs its text)",
     )
     parser.set_defaults(run=run)
     return parser
