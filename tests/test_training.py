@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from postergenre.inference.predictor import head_logits
-from postergenre.training.config import TrainConfig, poster_input_size
+from postergenre.training.config import TrainConfig, resolve_preprocessing
 from postergenre.training.heads import HEAD_TYPES, create_head, head_from_description
 from postergenre.training.loop import macro_auc, predict_logits
 from postergenre.training.losses import AsymmetricLoss, bce_loss, create_loss, masked_mean
@@ -194,10 +194,17 @@ def test_epoch_limit_reached_while_improving_warns():
     assert any("raise --epochs" in w for w in result.warnings)
 
 
-def test_poster_input_size_keeps_width_and_poster_shape():
-    """Check that a square input becomes a 10:7 poster of the same width, rounded to 32 pixels."""
-    assert poster_input_size((224, 224)) == (320, 224)
-    assert poster_input_size((260, 260)) == (384, 260)
+def test_train_preprocesses_as_the_features_command_does():
+    """Check train's default input is the features command's (one cache), and --input-size and --resize apply."""
+    from postergenre.features import default_preprocessing
+
+    for backbone in ("efficientnet_lite0", "mobilenet_v2", "custom_cnn"):
+        assert resolve_preprocessing(TrainConfig(backbone=backbone)) == default_preprocessing(backbone)
+    assert resolve_preprocessing(TrainConfig()).input_size == (256, 160)
+    assert resolve_preprocessing(TrainConfig(backbone="custom_cnn")).input_size == (300, 300)
+    config = TrainConfig(resize="pad", input_size=(192, 128))
+    assert resolve_preprocessing(config) == default_preprocessing("efficientnet_lite0").with_policy("pad", (192, 128))
+    assert config.input_size == (192, 128)
 
 
 def test_macro_auc_equals_scikit_learn_with_ties_and_single_class_genres():

@@ -22,8 +22,8 @@ INPUT_SIZE = (32, 32)
 NUM_FEATURES = 12
 
 
-def fake_preprocessing(backbone: str | None = None) -> Preprocessing:
-    return Preprocessing(INPUT_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize="stretch")
+def fake_preprocessing(backbone: str | None = None, *, resize: str | None = None) -> Preprocessing:
+    return Preprocessing(INPUT_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize=resize or "stretch")
 
 
 def pooled(batch: np.ndarray) -> np.ndarray:

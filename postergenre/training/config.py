@@ -34,9 +34,6 @@ FUSIONS = ("auto", "concat", "late")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # The backbone with no pretrained weights: trained end to end on the images (postergenre.training.images).
 IMAGE_BACKBONE = "custom_cnn"
-# Posters are about 2:3 (tall); an input of this height-to-width ratio keeps the whole poster
-# with little distortion when it is stretched or padded instead of cropped.
-POSTER_ASPECT = 10 / 7
 
 
 @dataclass
@@ -162,22 +159,19 @@ class TrainConfig:
         return data
 
 
-def poster_input_size(input_size: tuple[int, int]) -> tuple[int, int]:
-    """A backbone's square input reshaped to a poster: same width, height a multiple of 32."""
-    _, width = input_size
-    return (max(32, round(width * POSTER_ASPECT / 32) * 32), width)
-
-
 def resolve_preprocessing(config: TrainConfig):
-    """The backbone's own preprocessing with the run's resize policy and input size."""
+    """The backbone's preprocessing for posters with the run's resize policy, at its input size.
+
+    Without an input size this is what ``postergenre features`` extracts by default, so the two
+    share their cached features.
+    """
     from postergenre.features import default_preprocessing
 
-    base = default_preprocessing(config.backbone)
-    input_size = config.input_size
-    if input_size is None:
-        input_size = poster_input_size(base.input_size) if config.resize in ("stretch", "pad") else base.input_size
-    config.input_size = tuple(input_size)
-    return base.with_policy(config.resize, tuple(input_size))
+    preprocessing = default_preprocessing(config.backbone, resize=config.resize)
+    if config.input_size is not None:
+        preprocessing = preprocessing.with_policy(config.resize, tuple(config.input_size))
+    config.input_size = tuple(preprocessing.input_size)
+    return preprocessing
 
 
 def versions() -> dict:
