@@ -74,7 +74,7 @@ def text_run(doubles, text_data, tmp_path_factory) -> Path:
     from postergenre.training.run import train_run
 
     run = tmp_path_factory.mktemp("textrun") / "run"
-    train_run(load_dataset(text_data), TrainConfig(text="on", **FAST), run, progress=False)
+    train_run(load_dataset(text_data), TrainConfig(text="on", fusion="auto", **FAST), run, progress=False)
     return run
 
 
@@ -166,7 +166,7 @@ def test_auto_keeps_the_best_of_image_concat_and_late_on_validation(doubles, tex
     from postergenre.training.run import train_run
 
     run = tmp_path / "auto"
-    train_run(load_dataset(text_data), TrainConfig(**FAST), run, progress=False)  # OCR cached by text_run
+    train_run(load_dataset(text_data), TrainConfig(fusion="auto", **FAST), run, progress=False)  # OCR cached
 
     choice = read_json(run / "model.json")["text_choice"]
     assert choice["candidates"] == ["image", "concat", "late"]
@@ -264,8 +264,11 @@ def test_config_and_command_line_text_settings(monkeypatch):
     parser = argparse.ArgumentParser()
     train_cli.add_parser(parser.add_subparsers())
     parse = lambda *extra: train_cli.build_config(parser.parse_args(["train", "data", "--out", "r", *extra]))  # noqa: E731
-    assert (parse().text, parse().fusion) == ("auto", "auto")
-    assert parse("--text", "--fusion", "late").text == "on" and parse("--fusion", "late").fusion == "late"
+    assert (parse().text, parse().fusion) == ("auto", "late")
+    assert parse("--text", "--fusion", "concat").text == "on" and parse("--fusion", "auto").fusion == "auto"
+    # By default the image alone competes with late fusion; --fusion auto adds a concat head.
+    assert fusion.candidate_names(parse()) == ["image", "late"]
+    assert fusion.candidate_names(parse("--text", "--fusion", "auto")) == ["concat", "late"]
     assert parse("--no-text").text == "off"
     with pytest.raises(SystemExit):
         parse("--text", "--no-text")

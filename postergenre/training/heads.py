@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 HEAD_TYPES = ("linear", "mlp", "per_genre_mlp")
-DEFAULT_HIDDEN = 512
+DEFAULT_HIDDEN = 256  # TrainConfig.hidden_size for a shared MLP
 DEFAULT_DROPOUT = 0.5
 # Features with (almost) no spread in training would blow up when divided by their std.
 MIN_FEATURE_STD = 1e-6
