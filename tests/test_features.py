@@ -58,6 +58,7 @@ def tiny_backbone(monkeypatch):
         return real_forward(engine, inputs, mirror)
 
     monkeypatch.setattr(extract_module, "_build_backbone", build)
+    monkeypatch.setattr(extract_module, "_native_preprocessing", lambda name: TinyBackbone(name).preprocessing)
     monkeypatch.setattr(extract_module, "forward", spy)
     return computed
 

@@ -164,6 +164,24 @@ def test_store_survives_a_half_written_line(tmp_path):
     assert (final.get("a"), final.get("b"), "c" in final, final.get("d")) == (1, 2, False, 4)
 
 
+def test_reopened_store_reads_what_others_appended_and_a_replaced_file_whole(tmp_path):
+    """Check a store reopened in one process sees lines another writer appended, and rereads a replaced file."""
+    import json
+
+    first = RecordStore(tmp_path, {"kind": "test"})
+    first.append([("a", 1)])
+    assert RecordStore(tmp_path, {"kind": "test"}).get("a") == 1  # parsed once, remembered
+
+    with open(first.path, "a") as handle:  # another process appending, as a parallel OCR run does
+        handle.write(json.dumps({"key": "b", "value": 2}) + "\n")
+    assert RecordStore(tmp_path, {"kind": "test"}).get("b") == 2
+
+    first.path.unlink()  # the cache cleared, then filled again by someone else
+    RecordStore(tmp_path, {"kind": "test"}).append([("c", 3)])
+    replaced = RecordStore(tmp_path, {"kind": "test"})
+    assert ("a" in replaced, "b" in replaced, replaced.get("c")) == (False, False, 3)
+
+
 def _line(text: str, top: float, left: float = 10.0, confidence: float = 0.9) -> TextLine:
     return TextLine(text, confidence, ((left, top), (left + 50, top), (left + 50, top + 20), (left, top + 20)))
 

@@ -79,6 +79,14 @@ def _build_backbone(name: str, *, pretrained: bool = True, weights=None):
     return create_backbone(name, pretrained=pretrained, weights=weights)
 
 
+def _native_preprocessing(name: str) -> Preprocessing:
+    """A backbone's own preprocessing, read from the registry: building even a network with random
+    weights to ask it costs about a second of a warm train."""
+    from postergenre.models.backbones import get_spec
+
+    return get_spec(name).preprocessing
+
+
 def poster_preprocessing(native: Preprocessing, resize: str | None = None) -> Preprocessing:
     """The backbone's own preprocessing (from its weights) with a resize policy for posters.
 
@@ -99,7 +107,7 @@ def poster_preprocessing(native: Preprocessing, resize: str | None = None) -> Pr
 
 def default_preprocessing(backbone: str, *, resize: str | None = None) -> Preprocessing:
     """The measured best preprocessing for posters with this backbone, or its own with another ``resize``."""
-    return poster_preprocessing(_build_backbone(backbone, pretrained=False).preprocessing, resize)
+    return poster_preprocessing(_native_preprocessing(backbone), resize)
 
 
 def draft_size(preprocessing: Preprocessing) -> tuple[int, int]:

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 # Bump when the layout of the folder changes, so that old folders are not misread.
 FORMAT_VERSION = 1
 
+# records.jsonl path -> (file identity, bytes parsed, records): a store reopened in the same process
+# (once per poster when a report explains a dozen) parses only what was appended since, not ~7k
+# lines again.
+_PARSED: dict[Path, tuple[tuple[int, int], int, dict[str, object]]] = {}
+
 
 def spec_digest(spec: dict) -> str:
     """A short, stable digest of a JSON-able spec."""
@@ -50,18 +55,32 @@ class RecordStore:
         if not spec_path.exists():
             spec_path.write_text(json.dumps(self.spec, indent=2, sort_keys=True) + "\n")
         if self.path.exists():
-            self._records = dict(self._read_lines())
             self._end_partial_line()
+            self._records = self._read_records()
 
-    def _read_lines(self) -> Iterator[tuple[str, object]]:
-        with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                try:
-                    record = json.loads(line)
-                    yield record["key"], record["value"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    # An interrupted append leaves a partial last line; it is recomputed next time.
-                    logger.debug("%s line %d: unreadable record skipped", self.path, number)
+    def _read_records(self) -> dict[str, object]:
+        """Every record, parsing only the bytes appended since this process last read the file."""
+        with open(self.path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            identity = (status.st_dev, status.st_ino)
+            seen, offset, records = _PARSED.get(self.path, (identity, 0, {}))
+            if seen != identity or status.st_size < offset:  # another file now (deleted, replaced)
+                offset, records = 0, {}
+            handle.seek(offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being appended is read next time
+        records = {**records, **dict(self._parse(complete))}
+        _PARSED[self.path] = (identity, offset + len(complete), records)
+        return dict(records)
+
+    def _parse(self, data: bytes) -> Iterator[tuple[str, object]]:
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            try:
+                record = json.loads(line)
+                yield record["key"], record["value"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                # An interrupted append leaves a partial line; its poster is recomputed.
+                logger.debug("%s: unreadable record skipped (line %d of the part read)", self.path, number)
 
     def _end_partial_line(self) -> None:
         """Close a half-written last line, so that the next append starts on a line of its own."""
