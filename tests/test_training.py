@@ -217,3 +217,22 @@ def test_macro_auc_equals_scikit_learn_with_ties_and_single_class_genres():
     expected = np.mean([roc_auc_score(y[:, g], scores[:, g]) for g in range(3)])
     assert macro_auc(y, scores) == pytest.approx(expected, abs=1e-12)
     assert np.isnan(macro_auc(y[:, 3:], scores[:, 3:]))
+
+
+def test_byte_dropout_drops_at_its_rate_keeps_the_mean_and_is_off_in_eval():
+    """Check ByteDropout drops about p of the units, scales the rest to keep the mean, and passes x in eval mode."""
+    from postergenre.training.heads import ByteDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    dropout = ByteDropout(0.3).train()
+    y = dropout(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - 77 / 256)) < 0.005  # round(0.3 * 256) = 77 of 256 bytes drop
+    assert abs(y.mean().item() - 1.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the kept units only
+
+    assert dropout.eval()(x) is x and ByteDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        ByteDropout(1.0)

@@ -25,6 +25,35 @@ DEFAULT_DROPOUT = 0.5
 MIN_FEATURE_STD = 1e-6
 
 
+class ByteDropout(nn.Module):
+    """Dropout whose mask comes from random bytes: a unit is dropped when its byte is below
+    ``round(p * 256)``, so ``p`` is kept to the nearest 1/256 (0.5 exactly).
+
+    ``nn.Dropout`` draws a float per unit through Bernoulli sampling, which on the CPU cost more
+    than the MLP head's first matrix product: 4.9 ms against 2.0 ms forward and backward for a
+    (256, 1280) batch, about a quarter of a warm train. Like ``nn.Dropout`` it scales the kept
+    units up in training and is the identity in eval mode; it has no state, so saved heads load
+    either way.
+    """
+
+    def __init__(self, p: float = DEFAULT_DROPOUT):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 256)
+        self.scale = 256 / (256 - self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        keep = torch.randint(0, 256, x.shape, dtype=torch.uint8, device=x.device) >= self.threshold
+        return x * (keep * self.scale).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class _Standardised(nn.Module):
     """Shared part of every head: the standardisation buffers and the logit offset."""
 
@@ -70,7 +99,7 @@ class LinearHead(_Standardised):
     def __init__(self, num_features: int, num_genres: int, dropout: float = 0.0):
         super().__init__(num_features, num_genres)
         self.dropout_rate = dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
         self.fc = nn.Linear(num_features, num_genres)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +124,7 @@ class MLPHead(_Standardised):
     ):
         super().__init__(num_features, num_genres)
         self.hidden_size, self.dropout_rate = hidden, dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
         self.hidden = nn.Linear(num_features, hidden)
         self.fc = nn.Linear(hidden, num_genres)
 
@@ -125,7 +154,7 @@ class PerGenreMLPHead(MLPHead):
     def __init__(self, num_features: int, num_genres: int, hidden: int = 64, dropout: float = DEFAULT_DROPOUT):
         _Standardised.__init__(self, num_features, num_genres)
         self.hidden_size, self.dropout_rate = hidden, dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
         self.hidden = nn.Linear(num_features, num_genres * hidden)
         # Same initial scale as nn.Linear(hidden, 1) per genre.
         bound = 1 / hidden**0.5
