@@ -236,3 +236,28 @@ def test_byte_dropout_drops_at_its_rate_keeps_the_mean_and_is_off_in_eval():
     assert dropout.eval()(x) is x and ByteDropout(0.0).train()(x) is x
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         ByteDropout(1.0)
+
+
+def test_heads_trained_side_by_side_equal_heads_trained_alone():
+    """Check train_concurrently gives each head exactly the weights it gets alone, and restores torch's threads."""
+    from postergenre.training.loop import train_concurrently
+    from postergenre.training.per_genre import train_per_genre
+
+    x, y = synthetic(500)
+    data = {"a": ((x[:300], y[:300]), (x[300:], y[300:])), "b": ((x[:300] * 2, y[:300]), (x[300:] * 2, y[300:]))}
+    config = TrainConfig(epochs=6, hidden=8, lr=1e-2, batch_size=64)
+    trainers = {"a": train_multilabel, "b": train_per_genre}
+
+    def jobs():
+        return {name: (lambda name=name: trainers[name](*data[name], config)) for name in data}
+
+    alone = {name: job() for name, job in jobs().items()}
+    threads = torch.get_num_threads()
+    side_by_side = train_concurrently(jobs())
+    assert torch.get_num_threads() == threads
+    for name in data:
+        assert [row["val_macro_auc"] for row in side_by_side[name].history] == [
+            row["val_macro_auc"] for row in alone[name].history
+        ]
+        for key, tensor in alone[name].head.state_dict().items():
+            torch.testing.assert_close(side_by_side[name].head.state_dict()[key], tensor, rtol=0, atol=0)

@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -53,6 +54,7 @@ class TextChoice:
     text: dict | None = None
     choice: dict = field(default_factory=dict)
     text_head: object = None  # late fusion only: the text head, saved beside the image head
+    image_result: object = None  # the image-only TrainResult, whichever model was chosen
 
     def model_entries(self) -> dict:
         return {"text": self.text, "text_choice": self.choice}
@@ -90,14 +92,21 @@ def wants_text(config) -> bool:
     return False
 
 
-def choose_text(dataset, config, features: Features, split, genres: list[str], image_result, progress: bool):
-    """The run's model with or without poster text, as ``config.text`` and validation decide."""
+def choose_text(dataset, config, features: Features, split, genres: list[str], train_image, progress: bool):
+    """The run's model with or without poster text, as ``config.text`` and validation decide.
+
+    ``train_image()`` gives the image-only TrainResult; it runs beside the text candidates' training
+    (:func:`~postergenre.training.loop.train_concurrently`) once the text features are ready.
+    """
+    from postergenre.training.loop import train_concurrently
+
     image_sides = side_arrays(features, dataset.labels[genres], split)
     y_val = image_sides["validation"][2]
-    image_logits = logits_of(image_result.head, image_sides["validation"][1])
-    image_only = TextChoice(image_result, sigmoid(image_logits), None, {"setting": config.text, "chosen": "image"})
     if not wants_text(config):
-        return image_only
+        image_result = train_image()
+        image_scores = sigmoid(logits_of(image_result.head, image_sides["validation"][1]))
+        choice = {"setting": config.text, "chosen": "image"}
+        return TextChoice(image_result, image_scores, None, choice, image_result=image_result)
 
     settings = text_settings()
     started = time.perf_counter()
@@ -109,13 +118,21 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], i
     logger.info("poster text: features of %d posters in %.1f s (%d OCR results cached)", len(ids), seconds, n_cached)
 
     candidates = candidate_names(config)
-    trained = {"image": (image_result, image_logits)}
-    text_sides = side_arrays(text, dataset.labels[genres], split)
+    candidate_sides = {"image": image_sides}
     if "late" in candidates:
-        trained["text"] = train_candidate(config, text_sides, "text")
+        candidate_sides["text"] = side_arrays(text, dataset.labels[genres], split)
     if "concat" in candidates:
         joined = Features(features.ids, np.hstack([features.values, text.take(features.ids)]))
-        trained["concat"] = train_candidate(config, side_arrays(joined, dataset.labels[genres], split), "concat")
+        candidate_sides["concat"] = side_arrays(joined, dataset.labels[genres], split)
+    logger.info("poster text: training the %s heads", ", ".join(candidate_sides))
+    jobs = {name: partial(train_head, config, sides) for name, sides in candidate_sides.items()}
+    jobs["image"] = train_image
+    results = train_concurrently(jobs)
+    trained = {
+        name: (results[name], logits_of(results[name].head, sides["validation"][1]))
+        for name, sides in candidate_sides.items()
+    }
+    image_result, image_logits = trained["image"]
     late_weight = None
     if "late" in candidates:
         late_weight = tune_late_weight(y_val, image_logits, trained["text"][1])
@@ -135,13 +152,13 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], i
     }
     log_choice(choice)
     if chosen == "image":
-        return TextChoice(image_result, image_only.val_scores, None, choice)
+        return TextChoice(image_result, sigmoid(image_logits), None, choice, image_result=image_result)
     text_info = {**settings, "fusion": chosen, "late_weight": late_weight if chosen == "late" else None}
     if chosen == "late":
         text_head = trained["text"][0].head
         text_info["head"] = text_head.describe()
-        return TextChoice(image_result, sigmoid(trained["late"][1]), text_info, choice, text_head)
-    return TextChoice(trained["concat"][0], sigmoid(trained["concat"][1]), text_info, choice)
+        return TextChoice(image_result, sigmoid(trained["late"][1]), text_info, choice, text_head, image_result)
+    return TextChoice(trained["concat"][0], sigmoid(trained["concat"][1]), text_info, choice, image_result=image_result)
 
 
 def text_settings() -> dict:
@@ -164,13 +181,6 @@ def candidate_names(config) -> list[str]:
     """The models that compete on validation: the image alone only under auto."""
     fusions = ["concat", "late"] if config.fusion == "auto" else [config.fusion]
     return (["image"] if config.text == "auto" else []) + fusions
-
-
-def train_candidate(config, sides: dict, name: str):
-    """(result, validation logits) of a head trained on these sides."""
-    logger.info("poster text: training the %s head", name)
-    result = train_head(config, sides)
-    return result, logits_of(result.head, sides["validation"][1])
 
 
 def logits_of(head, x: np.ndarray) -> np.ndarray:

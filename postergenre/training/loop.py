@@ -8,10 +8,14 @@ tensors and an epoch takes milliseconds; there is no data loader.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 # Validation AUC must rise by more than this to count as an improvement for early stopping.
 MIN_DELTA = 1e-4
+
+# Heads may be built on several threads (train_concurrently); torch's global generator is shared.
+_GLOBAL_RNG = threading.Lock()
+# The name of the head a thread is training, for its epoch lines ("" when only one trains).
+_HEAD_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("head_label", default="")
 
 
 @dataclass
@@ -87,6 +96,38 @@ def predict_logits(head: nn.Module, features: np.ndarray | torch.Tensor, batch_s
     return torch.cat([head(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global generator seeded for building a head, the caller's state restored after; one
+    thread at a time, so that heads built side by side get the same weights as built alone."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_concurrently(jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Run independent trainings (e.g. the image and the text head) on threads, one per core, and
+    return their results by name.
+
+    Each keeps to one torch thread: on 2 cores the image and text heads then train in the time of
+    the slower one, and single-threaded ops never spin against each other as two multi-threaded
+    ones do. Training stays reproducible: each fit draws from generators of its own.
+    """
+    if len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+
+    def labelled(name: str, job: Callable[[], object]) -> object:
+        _HEAD_LABEL.set(name)
+        torch.set_num_threads(1)  # OpenMP's thread count may be per thread: set it in each
+        return job()
+
+    workers = min(len(jobs), os.cpu_count() or 1)
+    # The count is set here, once: fits restoring it on their own would race each other.
+    with torch_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="head") as pool:
+        futures = {name: pool.submit(labelled, name, job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def fit(
     head: nn.Module,
     loss_fn: Callable,
@@ -108,8 +149,25 @@ def fit(
             which training labels count this epoch (rows with none are skipped).
         decision_cut: per-genre logit at or above which balanced accuracy says yes (default 0).
     """
-    with torch_threads(settings.threads):
+    threads = None if threading.current_thread() is not threading.main_thread() else settings.threads
+    with torch_threads(threads), own_dropout_generator(head, settings.seed):
         return _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut)
+
+
+@contextlib.contextmanager
+def own_dropout_generator(head: nn.Module, seed: int) -> Iterator[None]:
+    """The head's dropout masks drawn from a generator of this fit's, not torch's shared one."""
+    from postergenre.training.heads import ByteDropout
+
+    layers = [module for module in head.modules() if isinstance(module, ByteDropout)]
+    generator = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        layer.generator = generator
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.generator = None
 
 
 def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) -> TrainResult:
@@ -194,8 +252,10 @@ def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> fl
 
 
 def log_epoch(row: dict, epochs: int) -> None:
+    label = _HEAD_LABEL.get()
     logger.info(
-        "epoch %3d/%d  loss %.4f  val_auc %.4f  val_bacc %.4f  %.2fs",
+        "%sepoch %3d/%d  loss %.4f  val_auc %.4f  val_bacc %.4f  %.2fs",
+        f"{label} head  " if label else "",
         row["epoch"],
         epochs,
         row["loss"],

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from postergenre.training.heads import create_head
-from postergenre.training.loop import TrainResult, fit, log_odds, settings_from, train_prevalence
+from postergenre.training.loop import TrainResult, fit, log_odds, seeded, settings_from, train_prevalence
 from postergenre.training.losses import create_loss
 
 logger = logging.getLogger(__name__)
@@ -52,21 +52,20 @@ def train_per_genre(
     The returned head's probabilities are corrected to each genre's training prevalence.
     """
     x_train, y_train = train
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with seeded(config.seed):
         head = create_head(
             config.head_type, x_train.shape[1], y_train.shape[1], hidden=config.hidden_size, dropout=config.dropout
         )
-        head.set_standardisation(x_train)
-        loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
-        # Trained at 50/50, logit 0 is each genre's balanced cut.
-        result = fit(
-            head,
-            loss_fn,
-            train,
-            validation,
-            settings_from(config),
-            sample_mask=lambda rng: balanced_sample_mask(y_train, rng),
-        )
+    head.set_standardisation(x_train)
+    loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
+    # Trained at 50/50, logit 0 is each genre's balanced cut.
+    result = fit(
+        head,
+        loss_fn,
+        train,
+        validation,
+        settings_from(config),
+        sample_mask=lambda rng: balanced_sample_mask(y_train, rng),
+    )
     result.head.logit_offset.copy_(torch.from_numpy(prior_correction(y_train)))
     return result

@@ -115,28 +115,31 @@ def train_run(
     if config.from_images:
         from postergenre.training.images import train_on_images
 
-        features, result = train_on_images(
+        features, trained = train_on_images(
             dataset, config, preprocessing, split, genres, skip_missing=skip_missing, progress=progress
         )
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
+        train_image = lambda: trained  # noqa: E731
     elif config.fine_tune:
         from postergenre.training.finetune import train_fine_tuned
 
-        features, result = train_fine_tuned(
+        features, tuned = train_fine_tuned(
             dataset, config, preprocessing, split, genres, skip_missing=skip_missing, progress=progress
         )
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
+        train_image = lambda: tuned  # noqa: E731
     else:
         features = extract_dataset_features(dataset, config, preprocessing, skip_missing, progress)
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
-        result = train_head(config, sides)
-    # A trained backbone belongs to the image result, which text fusion may swap for a concat head's.
-    trained_backbone = getattr(result, "backbone", None)
+        train_image = lambda: train_head(config, sides)  # noqa: E731
     # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
-    text = choose_text(dataset, config, features, split, genres, result, progress)
+    # The image head trains there, beside the text heads.
+    text = choose_text(dataset, config, features, split, genres, train_image, progress)
+    # A trained backbone belongs to the image result, which text fusion may swap for a concat head's.
+    trained_backbone = getattr(text.image_result, "backbone", None)
     result = text.result
     warnings += result.warnings
 
