@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 CACHE_ENV = "POSTERGENRE_CACHE_DIR"
+
+# (path, device, inode, size, mtime) -> sha256: features and OCR both key their caches by a
+# poster's content, and a train hashed every poster twice over (and once more to evaluate).
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LOCK = threading.Lock()
 
 
 def cache_root() -> Path:
@@ -16,6 +23,21 @@ def cache_root() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "postergenre"
+
+
+def content_digest(path: str | Path) -> str:
+    """The sha256 of a file's bytes, remembered for the process while the file stays as it was
+    (same inode, size and modification time). Raises OSError when it cannot be read."""
+    path = Path(path)
+    status = path.stat()
+    key = (str(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is None:
+        known = hashlib.sha256(path.read_bytes()).hexdigest()
+        with _DIGESTS_LOCK:
+            _DIGESTS[key] = known
+    return known
 
 
 @contextlib.contextmanager

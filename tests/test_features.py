@@ -266,3 +266,21 @@ def test_onnx_matches_pytorch_on_real_posters(tmp_path):
     pre = Preprocessing.from_dict(features.spec["preprocessing"])
     expected = np.stack([reference_features(backbone, paths[id_], pre) for id_ in features.ids])
     assert np.abs(np.asarray(features.values) - expected).max() <= 1e-4
+
+
+def test_content_digest_is_remembered_until_the_file_changes(tmp_path):
+    """Check content_digest equals sha256 of the bytes, and a rewritten file (same size too) is hashed again."""
+    import hashlib
+    import os
+
+    from postergenre.cache import content_digest
+
+    poster = tmp_path / "poster.jpg"
+    poster.write_bytes(b"first")
+    assert content_digest(poster) == hashlib.sha256(b"first").hexdigest() == content_digest(poster)
+    status = poster.stat()
+    poster.write_bytes(b"other")  # same size; a new modification time
+    os.utime(poster, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000))
+    assert content_digest(poster) == hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(OSError):
+        content_digest(tmp_path / "missing.jpg")

@@ -130,9 +130,11 @@ def load_input(source, preprocessing: Preprocessing, *, name: str | None = None)
 def hash_files(image_paths: dict[str, Path], workers: int) -> tuple[dict[str, str], dict[str, str]]:
     """Content digests by id, and the ids whose files could not be read, with the reason."""
 
+    from postergenre.cache import content_digest
+
     def digest(path: Path) -> str | Exception:
         try:
-            return file_digest(Path(path).read_bytes())
+            return content_digest(path)
         except OSError as exc:
             return exc
 

@@ -326,12 +326,12 @@ def _from_record(record: list) -> list[TextLine]:
 
 
 def _content_keys(image_paths: dict[str, Path]) -> dict[str, str]:
-    from postergenre.text.store import sha256_hex
+    from postergenre.cache import content_digest
 
     keys = {}
     for id_, path in image_paths.items():
         try:
-            keys[id_] = sha256_hex(Path(path).read_bytes())
+            keys[id_] = content_digest(path)
         except OSError as exc:
             reason = exc.strerror or exc
             raise ImageError(f"{path}: cannot be read for OCR ({reason}); check the poster of {id_}") from exc
