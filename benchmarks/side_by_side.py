@@ -49,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core_targets  # noqa: E402  (a sibling script: its helpers run the CLI in timed child processes)
 import feature_throughput  # noqa: E402  (where the shared dataset is looked for)
 
+# custom_cnn trains on the 300x300 pixels every epoch: 18 s an epoch on the first 150 posters (2 busy cores,
+# load 2.6), so some 10-15 minutes an epoch on the full dataset; 8 epochs are 1.5-2 hours of the benchmark.
 CNN_EPOCHS = 8
 # With --quick the test side holds a few dozen posters; at the usual 10 test positives almost no genre
 # would count, and the macro figures would be missing instead of merely noisy.
