@@ -167,6 +167,7 @@ def test_main_skips_without_the_dataset(bench, tmp_path, monkeypatch, capsys):
     assert f"skipped: no dataset at {tmp_path} (no train.csv)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_real_run_failure_compare_and_resume(bench, tmp_path, monkeypatch, capsys):
     """Check end to end, on tiny posters: one real train, a failing run reported while the other goes on,
     the comparison written, and a rerun that reuses the finished run."""
