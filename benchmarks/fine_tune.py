@@ -3,12 +3,13 @@
 Usage:
     python benchmarks/fine_tune.py [DATA] [--out FOLDER] [--ks 0 1 2] [--split SPLIT.csv]
 
-Trains one run per K with the default settings (EfficientNet-Lite0, 256x160 stretched, MLP 512
-head): K=0 first, whose split.csv (make_split, seed 0, poster groups) every other K reuses unless
---split names one, so all are scored on the same test set. Prints, per K, validation and test macro
-ROC-AUC and AP (validation: the validation_predictions.csv that thresholds were tuned on) and the
-seconds spent caching features or activations (0 when the cache already had them) and training
-(train_run with a warm cache: training, thresholds, saving, ONNX export, test evaluation, report).
+Trains one run per K with the default settings on the image alone (EfficientNet-Lite0, 256x160
+stretched, MLP head; --no-text, so that poster text does not blur what tuning the backbone buys):
+K=0 first, whose split.csv (make_split, seed 0, poster groups) every other K reuses unless --split
+names one, so all are scored on the same test set. Prints, per K, validation and test macro ROC-AUC
+and AP (validation: the validation_predictions.csv that thresholds were tuned on) and the seconds
+spent caching features or activations (0 when the cache already had them) and training (train_run
+with a warm cache: training, thresholds, saving, ONNX export, test evaluation, report).
 Decide on VALIDATION; test is for the report. No target: the question is whether fine-tuning beats
 the frozen head by more than seed noise (about 0.002 validation AUC).
 """
@@ -69,7 +70,7 @@ def main() -> None:
     rows = []
     for k in args.ks:
         dataset = load_dataset(args.data)
-        config = TrainConfig(fine_tune=k)
+        config = TrainConfig(fine_tune=k, text="off")
         caching = cache_seconds(dataset, config)
         start = time.perf_counter()
         result = train_run(dataset, config, out / f"k{k}", split_path=split, progress=False)
