@@ -53,7 +53,12 @@ def validation_figures(run_dir: Path, dataset) -> tuple[float, float]:
     scores.index = scores.index.astype(str)
     genres = list(scores.columns)
     y_true = dataset.labels.loc[scores.index, genres].to_numpy(dtype=np.int8)
-    metrics = evaluate_scores(y_true, scores.to_numpy(), genres, np.full(len(genres), 0.5), min_positives=10)
+    split = pd.read_csv(run_dir / "split.csv", index_col="Id")
+    train_ids = split.index[split["split"] == "train"].astype(str)
+    prevalence = dataset.labels.loc[train_ids, genres].to_numpy().mean(0)  # for the baselines, not printed
+    metrics = evaluate_scores(
+        y_true, scores.to_numpy(), genres, np.full(len(genres), 0.5), train_prevalence=prevalence, min_positives=10
+    )
     return metrics["macro_roc_auc"], metrics["macro_average_precision"]
 
 
