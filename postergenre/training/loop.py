@@ -149,7 +149,8 @@ def fit(
             which training labels count this epoch (rows with none are skipped).
         decision_cut: per-genre logit at or above which balanced accuracy says yes (default 0).
     """
-    threads = None if threading.current_thread() is not threading.main_thread() else settings.threads
+    # Inside train_concurrently the thread count is already set, for all the heads at once.
+    threads = None if _HEAD_LABEL.get() else settings.threads
     with torch_threads(threads), own_dropout_generator(head, settings.seed):
         return _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut)
 
