@@ -28,8 +28,8 @@ head, lr 3e-4, image only, the standard split; 2 cores):
     K=0     0.778    0.320    0.748     0.281     (cached)  12 s
     K=1     0.778    0.319    0.748     0.281     99 s      90 s (7 s an epoch on the cache)
 
-With the defaults the tuned last stage never beat the head alone on validation (20 epochs after
-the warm start), so the run kept the pretrained backbone: on ~4.6k posters, tuning buys nothing
+With the defaults the tuned last stage never beat the head alone on validation (10 epochs, the
+patience, after the warm start), so the run kept the pretrained backbone: on ~4.6k posters, tuning buys nothing
 measurable here. TODO: try a larger tail learning rate or K=2 before calling it settled.
 """
 
