@@ -9,7 +9,7 @@ early stopping (patience 10); figures from ``benchmarks/head_comparison.py``:
     head (flip = features averaged with the mirror image's)   val AUC  val AP  test AUC  test AP
     multilabel linear, BCE               flip                  0.764    0.322    0.748    0.295
     multilabel MLP 512, BCE              flip                  0.783    0.333    0.767    0.309
-    multilabel MLP 512, BCE              no flip (the default) 0.781    0.334    0.765    0.308
+    multilabel MLP 512, BCE              no flip               0.781    0.334    0.765    0.308
     multilabel linear, ASL               flip                  0.763    0.319    0.746    0.291
     multilabel MLP 512, ASL              flip                  0.756    0.322    0.735    0.289
     per-genre linear (logistic), BCE     flip                  0.759    0.316    0.740    0.281

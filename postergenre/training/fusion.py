@@ -2,14 +2,17 @@
 
 A poster's text (its OCR lines at or above a confidence floor, in reading order) becomes 385 text
 features: a MiniLM sentence embedding plus a no-text flag (:mod:`postergenre.text.embed`). Two
-ways to fuse them with the image features are tried:
+ways to fuse them with the image features:
 
-- ``concat``: image and text features side by side into one head (multi-label or per-genre);
-- ``late``: an image head and a text head trained apart, their logits blended as
-  ``w * image + (1 - w) * text`` with ``w`` in [0, 1] tuned on validation macro AUC.
+- ``late`` (the default): an image head and a text head trained apart (side by side, one core
+  each), their logits blended as ``w * image + (1 - w) * text`` with ``w`` in [0, 1] tuned on
+  validation macro AUC;
+- ``concat``: image and text features side by side into one head (multi-label or per-genre).
 
-With ``text="auto"`` the image-only head competes too, and the run keeps whichever has the best
-VALIDATION macro AUC; ``text="on"`` keeps the better fusion (or the one ``fusion`` names).
+``fusion="auto"`` tries both. With ``text="auto"`` the image-only head competes too, and the run
+keeps whichever has the best VALIDATION macro AUC; ``text="on"`` keeps the fusion, or the better
+of the two under ``fusion="auto"``. On the shared dataset late fusion beat concat on validation in
+every run measured (see :mod:`postergenre.training.config`).
 A calibration run (per-genre logistic regression on lite0 features of the shared dataset) measured
 test macro AUC 0.782 for the image, 0.695 for the text, 0.805 for both concatenated.
 
