@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,27 @@ def tiny_dataset(tmp_path) -> Path:
     """Forty posters over seven genres (an odd count catches hard-coded widths)."""
     genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Western"]
     return write_dataset(tmp_path / "tiny", random_labels(40, genres), genres)
+
+
+def load_script(path: Path):
+    """A script (a benchmark) imported as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up while the script is being executed.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine OpenMP's spinning workers make each forward 10-40x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

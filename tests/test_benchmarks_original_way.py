@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dataset
+from conftest import load_script, write_dataset
 
 from postergenre.training.config import resolve_preprocessing
 
@@ -22,15 +21,7 @@ LABELS = {f"tt{k:07d}": [g for j, g in enumerate(GENRES) if (k % 7 + 1) >> j & 1
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("per_genre_original_way", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up while the script is being executed.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

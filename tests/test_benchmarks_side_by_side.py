@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_dataset
+from conftest import load_script, write_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "side_by_side.py"
 GENRES = ["Action", "Comedy", "Drama"]
@@ -19,15 +18,7 @@ LABELS = {f"tt{k:07d}": [g for j, g in enumerate(GENRES) if (k % 7 + 1) >> j & 1
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up while the script is being executed.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_script(SCRIPT)
 
 
 def fake_run(run: Path, macro_auc: float = 0.7, prevalence_ap: float = 0.2, split: str = "id,split\n") -> Path:

@@ -35,12 +35,8 @@ FAST = ["--input-size", "64x48", "--epochs", str(EPOCHS), "--patience", "2", "--
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP's spinning workers make each forward 10-40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest's one_torch_thread)."""
 
 
 def _backbone(name: str):
