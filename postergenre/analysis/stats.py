@@ -233,11 +233,12 @@ def telling_words_stats(
     }
     ids = [i for i in dataset.ids if i in ocr]
     labels = dataset.labels.loc[ids]
-    words = telling.telling_word_counts(ocr, labels, top, **floor)
-    with_text = np.array([any(line.confidence >= floor["min_confidence"] for line in ocr[i]) for i in ids], bool)
-    n_counted = len(
-        telling.counted_words(ocr, ids, min_confidence=floor["min_confidence"], min_posters=floor["min_posters"])
+    vocabulary, presence = telling.word_presence(
+        ocr, ids, min_confidence=floor["min_confidence"], min_posters=floor["min_posters"]
     )
+    words = telling.score_words(vocabulary, presence, labels, top, prior_strength=floor["prior_strength"])
+    with_text = np.array([any(line.confidence >= floor["min_confidence"] for line in ocr[i]) for i in ids], bool)
+    n_counted = len(vocabulary)
     genres, warnings = {}, []
     if not n_counted:
         warnings.append(

@@ -38,8 +38,15 @@ def poster_words(lines: Sequence[TextLine], *, min_confidence: float = 0.5, stop
     return {word for word in _WORD.findall(text) if len(word) >= 3 and word not in stop_words}
 
 
-def _presence(ocr: dict[str, list[TextLine]], ids: list[str], min_confidence: float, min_posters: int):
-    """``(vocabulary, matrix)``: words on at least ``min_posters`` posters, and a posters x words 0/1 matrix."""
+def word_presence(
+    ocr: dict[str, list[TextLine]],
+    ids: list[str],
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_posters: int = MIN_POSTERS,
+) -> tuple[list[str], np.ndarray]:
+    """``(vocabulary, matrix)``: the words on at least ``min_posters`` of these posters (those
+    :func:`telling_words` can score), and a posters x words 0/1 matrix, rows in ``ids`` order."""
     stop_words = _stop_words()
     words = [poster_words(ocr[id_], min_confidence=min_confidence, stop_words=stop_words) for id_ in ids]
     counts = Counter(word for found in words for word in found)
@@ -49,17 +56,6 @@ def _presence(ocr: dict[str, list[TextLine]], ids: list[str], min_confidence: fl
     for row, found in enumerate(words):
         matrix[row, [column[word] for word in found if word in column]] = 1.0
     return vocabulary, matrix
-
-
-def counted_words(
-    ocr: dict[str, list[TextLine]],
-    ids: list[str],
-    *,
-    min_confidence: float = MIN_CONFIDENCE,
-    min_posters: int = MIN_POSTERS,
-) -> list[str]:
-    """The words :func:`telling_words` can score among these posters: on at least ``min_posters`` of them."""
-    return _presence(ocr, [id_ for id_ in ids if id_ in ocr], min_confidence, min_posters)[0]
 
 
 def log_odds_z(in_counts: np.ndarray, out_counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -108,10 +104,22 @@ def telling_word_counts(
     genre's posters showing the word, ``all_posters`` every poster (of any genre) showing it.
     """
     ids = [id_ for id_ in labels.index if id_ in ocr]
-    vocabulary, presence = _presence(ocr, ids, min_confidence, min_posters)
+    vocabulary, presence = word_presence(ocr, ids, min_confidence=min_confidence, min_posters=min_posters)
+    return score_words(vocabulary, presence, labels.loc[ids], top, prior_strength=prior_strength)
+
+
+def score_words(
+    vocabulary: list[str],
+    presence: np.ndarray,
+    labels: pd.DataFrame,
+    top: int = 10,
+    *,
+    prior_strength: float = PRIOR_STRENGTH,
+) -> dict[str, list[dict]]:
+    """:func:`telling_word_counts` from a :func:`word_presence` result; ``labels`` rows align with its rows."""
     if not vocabulary:
         return {genre: [] for genre in labels.columns}
-    targets = labels.loc[ids].to_numpy(np.float64)
+    targets = labels.to_numpy(np.float64)
     in_counts = targets.T @ presence  # genres x words: posters of the genre showing the word
     totals = presence.sum(axis=0)
     prior = prior_strength * totals / totals.sum()
