@@ -25,7 +25,12 @@ def add_parser(subparsers) -> None:
     )
     add_dataset_arguments(parser)
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder to write (created)")
-    parser.add_argument("--backbone", metavar="NAME", help=f"pretrained backbone (default: {default('backbone')})")
+    parser.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help=f"pretrained backbone (default: {default('backbone')}); NAME+NAME... trains an ensemble, one head per "
+        "backbone with their logits averaged, e.g. efficientnet_lite0+mobilenet_v2+efficientnet_lite2",
+    )
     parser.add_argument("--weights", metavar="FILE", help="backbone weights file, if not the packaged ones")
     parser.add_argument(
         "--mode",

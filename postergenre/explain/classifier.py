@@ -177,6 +177,13 @@ def load_classifier(run_dir: str | Path) -> GenreClassifier:
         ) from error
     run_dir = Path(run_dir)
     head, info = load_head(run_dir)
+    if info.get("members"):
+        # TODO: Grad-CAM through every backbone of an ensemble, each map at its own input, averaged
+        # with the weights the ensemble's logits give them; wanted once ensembles are more than an option.
+        raise PosterGenreError(
+            f"{run_dir} is an ensemble of backbones ({info['backbone']}); explaining works on one backbone's "
+            f"run: train one of them alone (--backbone {info['members'][0]['backbone']}) and explain that"
+        )
     backbone = _run_backbone(run_dir, info)
     return classifier_from_parts(
         backbone,

@@ -34,6 +34,11 @@ TEXT_INSTALL_HINT = "pip install 'postergenre[text]'"
 DEFAULT_BATCH_SIZE = 16
 
 
+def member_onnx_name(k: int) -> str:
+    """The run folder's ONNX file of backbone ``k`` of an ensemble (the only one: ``backbone.onnx``)."""
+    return BACKBONE_ONNX if k == 0 else f"backbone.{k}.onnx"
+
+
 @dataclass
 class SavedModel:
     """A trained head as NumPy arrays, with its description from ``model.json``."""
@@ -87,21 +92,32 @@ class SavedModel:
 
         return Preprocessing.from_dict(self.info["preprocessing"])
 
+    def member_preprocessing(self) -> list:
+        """The preprocessing of each backbone, in the order of its columns (one for a single backbone)."""
+        from postergenre.models.preprocessing import Preprocessing
+
+        members = self.info.get("members") or [{"preprocessing": self.info["preprocessing"]}]
+        return [Preprocessing.from_dict(member["preprocessing"]) for member in members]
+
+    def onnx_names(self) -> list[str]:
+        """The run folder's backbone files, one per backbone (see :func:`member_onnx_name`)."""
+        return [member_onnx_name(k) for k in range(len(self.info.get("members") or [None]))]
+
     def logits(self, features: np.ndarray, text_features: np.ndarray | None = None) -> np.ndarray:
         """(N, G) logits for raw pooled features (N, D): the same arithmetic as the torch heads.
 
         A text model also needs the posters' text features (N, 385), from :func:`text_features_for`.
         """
-        head_type, text = self.info["head"]["type"], self.text
+        head, text = self.info["head"], self.text
         if text is None:
-            return head_logits(head_type, self.tensors, features)
+            return head_logits(head, self.tensors, features)
         if text_features is None:
             raise PosterGenreError("this model also reads poster text: pass the posters' text features")
         if text["fusion"] == "concat":
-            return head_logits(head_type, self.tensors, np.hstack([features, text_features]))
+            return head_logits(head, self.tensors, np.hstack([features, text_features]))
         weight = float(text["late_weight"])
-        image = head_logits(head_type, self.tensors, features)
-        return weight * image + (1 - weight) * head_logits(text["head"]["type"], self.text_tensors, text_features)
+        image = head_logits(head, self.tensors, features)
+        return weight * image + (1 - weight) * head_logits(text["head"], self.text_tensors, text_features)
 
     def probabilities(self, features: np.ndarray, text_features: np.ndarray | None = None) -> np.ndarray:
         return sigmoid(self.logits(features, text_features))
@@ -146,8 +162,21 @@ def text_functions():
     return ocr_posters, text_features
 
 
-def head_logits(head_type: str, tensors: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-    """Run a saved head (see :mod:`postergenre.training.heads`) in NumPy."""
+def head_logits(head: dict | str, tensors: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """Run a saved head (see :mod:`postergenre.training.heads`) in NumPy.
+
+    ``head`` is ``model.json``'s head description (a bare type name does for a single head); an
+    ensemble averages its members' logits, each on its own columns and ``members.K.`` tensors.
+    """
+    description = {"type": head} if isinstance(head, str) else head
+    head_type = description["type"]
+    if head_type == "ensemble":
+        logits = []
+        for k, (member, (start, stop)) in enumerate(zip(description["members"], description["columns"], strict=True)):
+            prefix = f"members.{k}."
+            own = {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+            logits.append(head_logits(member, own, np.asarray(features)[:, start:stop]))
+        return np.mean(logits, axis=0)
     x = (np.asarray(features, dtype=np.float32) - tensors["feature_mean"]) / tensors["feature_std"]
     if head_type == "linear":
         out = x @ tensors["fc.weight"].T + tensors["fc.bias"]
@@ -194,14 +223,17 @@ class Predictor:
     >>> predictor.predict_images(["poster.jpg"])          # doctest: +SKIP
     """
 
-    def __init__(self, model: SavedModel, session, run_dir: Path):
-        self.model, self.session, self.run_dir = model, session, run_dir
-        self.preprocessing = model.preprocessing()
+    def __init__(self, model: SavedModel, sessions, run_dir: Path):
+        self.model, self.run_dir = model, run_dir
+        sessions = sessions if isinstance(sessions, list | tuple) else [sessions]
+        preprocessing = model.member_preprocessing()
+        if len(sessions) != len(preprocessing):
+            raise PosterGenreError(f"{run_dir}: {len(sessions)} backbone files for {len(preprocessing)} backbones")
+        self.members = [BackboneSession(session, pre) for session, pre in zip(sessions, preprocessing, strict=True)]
+        # The first backbone's; an ensemble's others read their own (member_preprocessing).
+        self.preprocessing = self.members[0].preprocessing
+        self.session = self.members[0].session
         self.flip = bool(model.info.get("flip", False))
-        self.input_name = session.get_inputs()[0].name
-        batch_dim = session.get_inputs()[0].shape[0]
-        # An export with a fixed batch dimension can only take that many images at once.
-        self.max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
 
     @classmethod
     def load(cls, run_dir: str | Path, *, threads: int | None = None) -> Predictor:
@@ -209,12 +241,13 @@ class Predictor:
         if not run_dir.is_dir():
             raise PosterGenreError(f"{run_dir}: run folder not found; pass the --out folder of postergenre train")
         model = SavedModel.load(run_dir)
-        onnx_path = run_dir / BACKBONE_ONNX
-        if not onnx_path.is_file():
-            raise PosterGenreError(f"{onnx_path}: not found; the run is incomplete, train it again")
+        onnx_paths = [run_dir / name for name in model.onnx_names()]
+        for onnx_path in onnx_paths:
+            if not onnx_path.is_file():
+                raise PosterGenreError(f"{onnx_path}: not found; the run is incomplete, train it again")
         if model.text is not None:
             text_functions()  # a missing text extra is reported now, not after the images are scored
-        return cls(model, open_session(onnx_path, threads), run_dir)
+        return cls(model, [open_session(path, threads) for path in onnx_paths], run_dir)
 
     @property
     def genres(self) -> list[str]:
@@ -224,18 +257,32 @@ class Predictor:
     def thresholds(self) -> np.ndarray:
         return self.model.thresholds
 
-    def features(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled features for a normalised NCHW batch, averaged with the mirror image if the model was."""
-        features = self._run_backbone(batch)
-        if self.flip:
-            features = (features + self._run_backbone(batch[..., ::-1])) / 2
-        return features
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
 
-    def _run_backbone(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        step = self.max_batch or len(batch)
-        parts = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
-        return np.concatenate(parts).reshape(len(batch), -1)
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """Pooled features for a normalised NCHW batch, averaged with the mirror image if the model was.
+
+        One backbone only: each of an ensemble's backbones reads the poster at its own input
+        (:meth:`image_features` and :meth:`score_paths` prepare them).
+        """
+        if self.is_ensemble:
+            raise PosterGenreError(
+                f"{self.run_dir} is an ensemble ({self.model.info['backbone']}): each backbone reads its own "
+                "input, so score decoded images (image_features) or files (score_paths) instead"
+            )
+        return self._member_features(self.members[0], batch)
+
+    def image_features(self, image) -> np.ndarray:
+        """(1, num_features) features of one decoded poster (a PIL image), every backbone's side by side."""
+        return np.hstack([self._member_features(member, member.preprocessing(image)[None]) for member in self.members])
+
+    def _member_features(self, member: BackboneSession, batch: np.ndarray) -> np.ndarray:
+        features = member.run(batch)
+        if self.flip:
+            features = (features + member.run(batch[..., ::-1])) / 2
+        return features
 
     def predict_images(self, paths, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False):
         """Probabilities per genre for each readable image, in the order given.
@@ -264,9 +311,10 @@ class Predictor:
         bar = _progress_bar(len(paths), progress)
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            names, batch = self._load_batch(chunk, failed)
+            names, batches = self._load_batch(chunk, failed)
             if names:
-                features.append(self.features(batch))
+                parts = [self._member_features(m, batch) for m, batch in zip(self.members, batches, strict=True)]
+                features.append(np.hstack(parts))
                 scored.extend(names)
             if bar is not None:
                 bar.update(len(chunk))
@@ -316,7 +364,8 @@ class Predictor:
             self.ocr_engine()
             load_text_model()
 
-    def _load_batch(self, paths: list[str], failed: dict[str, str]) -> tuple[list[str], np.ndarray]:
+    def _load_batch(self, paths: list[str], failed: dict[str, str]) -> tuple[list[str], list[np.ndarray]]:
+        """The readable paths, and one input batch per backbone."""
         from postergenre.data.images import ImageError
         from postergenre.features.extract import load_input
 
@@ -324,13 +373,30 @@ class Predictor:
         for path in paths:
             try:
                 # The same decoding as feature extraction, so a poster scores as it did in evaluation.
-                arrays.append(load_input(path, self.preprocessing))
+                arrays.append([load_input(path, member.preprocessing) for member in self.members])
             except ImageError as exc:
                 failed[path] = str(exc)
                 logger.warning("skipped: %s", exc)
                 continue
             names.append(path)
-        return names, np.stack(arrays) if arrays else np.zeros((0,))
+        return names, [np.stack(inputs) for inputs in zip(*arrays, strict=True)]
+
+
+class BackboneSession:
+    """One backbone's ONNX Runtime session with the preprocessing its inputs need."""
+
+    def __init__(self, session, preprocessing):
+        self.session, self.preprocessing = session, preprocessing
+        self.input_name = session.get_inputs()[0].name
+        batch_dim = session.get_inputs()[0].shape[0]
+        # An export with a fixed batch dimension can only take that many images at once.
+        self.max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self.max_batch or len(batch)
+        parts = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        return np.concatenate(parts).reshape(len(batch), -1)
 
 
 def _per_poster(started: float, n_posters: int) -> float | None:

@@ -291,7 +291,11 @@ class ModelService:
     def draft(self) -> tuple[int, int]:
         from postergenre.features.extract import draft_size
 
-        return draft_size(self.predictor.preprocessing)
+        # An ensemble's posters decode once, at the largest draft any of its backbones needs.
+        # TODO: decode once per backbone, as feature extraction does, if their drafts ever give
+        # different scores (the drafts of the registered backbones differ by at most one JPEG scale).
+        sizes = [draft_size(member.preprocessing) for member in self.predictor.members]
+        return max(sizes, key=lambda size: size[0] * size[1])
 
     def probabilities(self, image: Image.Image, full_image: Image.Image | None = None) -> np.ndarray:
         """Every genre's probability for one poster, as ``postergenre predict`` computes it.
@@ -304,7 +308,7 @@ class ModelService:
     def score(self, image: Image.Image, full_image: Image.Image | None = None) -> tuple[np.ndarray, dict]:
         """(probabilities, milliseconds spent on the image part and, for a text model, on OCR and text)."""
         started = time.perf_counter()
-        features = self.predictor.features(self.predictor.preprocessing(image)[None])
+        features = self.predictor.image_features(image)
         timings = {"image_ms": _milliseconds(started), "ocr_ms": None}
         text = None
         if self.predictor.uses_text:

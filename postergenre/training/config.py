@@ -48,6 +48,9 @@ FUSIONS = ("auto", "concat", "late")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # The backbone with no pretrained weights: trained end to end on the images (postergenre.training.images).
 IMAGE_BACKBONE = "custom_cnn"
+# Joins the backbones of an ensemble: "efficientnet_lite0+mobilenet_v2" trains one head on each
+# backbone's features and averages their logits (postergenre.training.heads.EnsembleHead).
+ENSEMBLE_JOIN = "+"
 
 
 @dataclass
@@ -117,8 +120,38 @@ class TrainConfig:
                 f"poster text is fused with cached image features; {IMAGE_BACKBONE} trains on images, "
                 "so use --no-text with it or choose a pretrained backbone"
             )
+        if self.is_ensemble:
+            self._check_ensemble()
         if self.fine_tune:
             self._check_fine_tune()
+
+    def _check_ensemble(self) -> None:
+        """An ensemble joins frozen pretrained backbones, each at its own measured input."""
+        members = self.members
+        problems = []
+        if len(set(members)) < len(members) or "" in members:
+            problems.append("name each backbone once")
+        if IMAGE_BACKBONE in members:
+            problems.append(f"{IMAGE_BACKBONE} trains on images, not on cached features; leave it out")
+        if self.fine_tune:
+            problems.append("--fine-tune applies to one backbone; drop it")
+        if self.weights is not None:
+            problems.append("--weights names one backbone's weights; ensembles use the bundled weights")
+        if self.input_size is not None:
+            problems.append("--input-size would force one size on backbones measured at their own; drop it")
+        if self.fusion == "concat":
+            problems.append("concat fusion needs one head over all features; use --fusion late or auto")
+        if problems:
+            raise ValueError(f"ensemble {self.backbone!r}: " + "; ".join(problems))
+
+    @property
+    def members(self) -> list[str]:
+        """The backbones of the run: one, or an ensemble's, in the order given."""
+        return self.backbone.split(ENSEMBLE_JOIN)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return ENSEMBLE_JOIN in self.backbone
 
     def _check_fine_tune(self) -> None:
         """K must name a tail of a pretrained backbone's stages; the stage count needs the network built."""
@@ -181,11 +214,23 @@ def resolve_preprocessing(config: TrainConfig):
     """
     from postergenre.features import default_preprocessing
 
-    preprocessing = default_preprocessing(config.backbone, resize=config.resize)
+    # An ensemble's first backbone stands for it here; each backbone reads its own (member_preprocessing).
+    first, *others = config.backbone.split(ENSEMBLE_JOIN)
+    preprocessing = default_preprocessing(first, resize=config.resize)
     if config.input_size is not None:
         preprocessing = preprocessing.with_policy(config.resize, tuple(config.input_size))
-    config.input_size = tuple(preprocessing.input_size)
+    if not others:
+        config.input_size = tuple(preprocessing.input_size)
     return preprocessing
+
+
+def member_preprocessing(config) -> dict:
+    """Each backbone's preprocessing for posters, by name: the run's one, or every ensemble member's own."""
+    from postergenre.features import default_preprocessing
+
+    if not config.is_ensemble:
+        return {config.backbone: resolve_preprocessing(config)}
+    return {name: default_preprocessing(name, resize=config.resize) for name in config.members}
 
 
 def versions() -> dict:

@@ -183,6 +183,8 @@ def text_settings() -> dict:
 def candidate_names(config) -> list[str]:
     """The models that compete on validation: the image alone only under auto."""
     fusions = ["concat", "late"] if config.fusion == "auto" else [config.fusion]
+    if config.is_ensemble:  # concat would be one head over every backbone's features: not an ensemble
+        fusions = [name for name in fusions if name != "concat"]
     return (["image"] if config.text == "auto" else []) + fusions
 
 

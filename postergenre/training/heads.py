@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 HEAD_TYPES = ("linear", "mlp", "per_genre_mlp")
+# A head per backbone of an ensemble, each reading its own backbone's columns (see EnsembleHead).
+ENSEMBLE = "ensemble"
 DEFAULT_HIDDEN = 256  # TrainConfig.hidden_size for a shared MLP
 DEFAULT_DROPOUT = 0.5
 # Features with (almost) no spread in training would blow up when divided by their std.
@@ -173,6 +175,47 @@ class PerGenreMLPHead(MLPHead):
         return (h * self.fc_weight).sum(-1) + self.fc_bias
 
 
+class EnsembleHead(nn.Module):
+    """The heads of an ensemble of backbones, one per backbone, their logits averaged.
+
+    The ensemble's features are its backbones' pooled features side by side; member ``k`` reads
+    the columns ``columns[k] = (start, stop)``, standardises them and adds its own offset, so the
+    mean of the members' logits needs nothing of its own. Trained apart, each member is what that
+    backbone's head would be alone: on the shared dataset the mean of three such heads beat one
+    head over the joined features (see :mod:`postergenre.training.config`).
+    """
+
+    kind = ENSEMBLE
+
+    def __init__(self, members: list[nn.Module], columns: list[tuple[int, int]]):
+        super().__init__()
+        if len(members) != len(columns) or len(members) < 2:
+            raise ValueError(f"an ensemble needs two or more members, one column range each; got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.columns = [(int(start), int(stop)) for start, stop in columns]
+        self.num_features = self.columns[-1][1]
+        self.num_genres = members[0].num_genres
+
+    @property
+    def logit_offset(self) -> torch.Tensor:
+        """The mean of the members' offsets: the part of the ensemble's logits that is prior correction."""
+        return torch.stack([member.logit_offset for member in self.members]).mean(0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        spans = zip(self.members, self.columns, strict=True)
+        logits = [member(features[:, start:stop]) for member, (start, stop) in spans]
+        return torch.stack(logits).mean(0)
+
+    def describe(self) -> dict:
+        return {
+            "type": self.kind,
+            "num_features": self.num_features,
+            "num_genres": self.num_genres,
+            "members": [member.describe() for member in self.members],
+            "columns": [list(span) for span in self.columns],
+        }
+
+
 def create_head(
     kind: str,
     num_features: int,
@@ -193,6 +236,9 @@ def create_head(
 
 def head_from_description(description: dict) -> _Standardised:
     """An empty head of the shape that :meth:`describe` wrote (``model.json``'s ``head``)."""
+    if description["type"] == ENSEMBLE:
+        members = [head_from_description(member) for member in description["members"]]
+        return EnsembleHead(members, [tuple(span) for span in description["columns"]])
     return create_head(
         description["type"],
         description["num_features"],

@@ -23,13 +23,14 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from postergenre.errors import DataError, PosterGenreError
-from postergenre.inference.predictor import BACKBONE_ONNX, MODEL_JSON, MODEL_WEIGHTS, SavedModel
+from postergenre.inference.predictor import BACKBONE_ONNX, MODEL_JSON, MODEL_WEIGHTS, SavedModel, member_onnx_name
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def train_run(
         features = extract_dataset_features(dataset, config, preprocessing, skip_missing, progress)
         sides = side_arrays(features, dataset.labels[genres], split)
         warnings = split_warnings(sides, genres)
-        train_image = lambda: train_head(config, sides)  # noqa: E731
+        spans = [tuple(member["columns"]) for member in features.spec.get("members", [])]
+        train_image = lambda: train_head(config, sides, spans)  # noqa: E731
     # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
     # The image head trains there, beside the text heads.
     text = choose_text(dataset, config, features, split, genres, train_image, progress)
@@ -207,19 +209,29 @@ def save_split_file(split: pd.DataFrame, path: Path) -> None:
 
 
 def extract_dataset_features(dataset, config, preprocessing, skip_missing: bool, progress: bool) -> Features:
-    """Features of every labelled poster (from the cache when extracted before)."""
+    """Features of every labelled poster (from the cache when extracted before); an ensemble's
+    backbones' features side by side, each backbone at its own input."""
     from postergenre.data.dataset import drop_images
     from postergenre.features import extract_features
 
-    feature_set = extract_features(
-        {i: dataset.image_paths[i] for i in dataset.ids},
-        config.backbone,
-        preprocessing=preprocessing,
+    image_paths = {i: dataset.image_paths[i] for i in dataset.ids}
+    extract = partial(
+        extract_features,
+        image_paths,
         flip=config.flip,
         batch_size=config.feature_batch_size,
         progress=progress,
         weights=config.weights,
     )
+    if config.is_ensemble:
+        from postergenre.training.config import member_preprocessing
+        from postergenre.training.ensemble import join_features
+
+        members = {name: extract(name, preprocessing=pre) for name, pre in member_preprocessing(config).items()}
+        ids, values, failed, spec = join_features(members)
+        drop_images(dataset, failed, skip=skip_missing)
+        return Features(ids, values, spec)
+    feature_set = extract(config.backbone, preprocessing=preprocessing)
     drop_images(dataset, dict(feature_set.failed), skip=skip_missing)
     return Features(list(feature_set.ids), np.asarray(feature_set.values, dtype=np.float32), dict(feature_set.spec))
 
@@ -254,14 +266,20 @@ def split_warnings(sides: dict, genres: list[str]) -> list[str]:
     return warnings
 
 
-def train_head(config, sides: dict):
-    """Train the head the config asks for on the train split, stopping early on validation."""
+def train_head(config, sides: dict, spans: list[tuple[int, int]] | None = None):
+    """Train the head the config asks for on the train split, stopping early on validation; with
+    ``spans`` (the column span of each backbone of an ensemble), one head per backbone."""
     from postergenre.training.multilabel import train_multilabel
     from postergenre.training.per_genre import train_per_genre
 
     train = sides["train"][1:]
     validation = sides["validation"][1:]
     trainer = train_per_genre if config.mode == "per-genre" else train_multilabel
+    if spans:
+        from postergenre.training.ensemble import train_ensemble
+
+        logger.info("training one %s %s head per backbone of %s", config.mode, config.head_type, config.backbone)
+        return train_ensemble(trainer, config, sides, spans)
     logger.info(
         "training a %s %s head on %d posters (%d for validation), %d genres",
         config.mode,
@@ -316,6 +334,17 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "seed": config.seed,
         "best_epoch": result.best_epoch,
         "features": spec,
+        # An ensemble's backbones: what each reads, where its columns are, its ONNX file in the run.
+        "members": [
+            {
+                "backbone": member["backbone"],
+                "preprocessing": member["preprocessing"],
+                "columns": member["columns"],
+                "onnx": member_onnx_name(k),
+            }
+            for k, member in enumerate(spec.get("members", []))
+        ]
+        or None,
         "text": None,  # how the model reads poster text; set by postergenre.training.fusion
         "postergenre_version": __version__,
         "created": now(),
@@ -332,11 +361,17 @@ def save_model(run_dir: Path, head, info: dict) -> None:
 
 
 def copy_backbone(run_dir: Path, config, preprocessing) -> None:
-    """The frozen backbone as ONNX inside the run folder, hard-linked when the file system allows."""
+    """The frozen backbone (each of an ensemble's) as ONNX inside the run folder, hard-linked when
+    the file system allows."""
     from postergenre.features.onnx_export import export_backbone
+    from postergenre.training.config import member_preprocessing
 
-    source = export_backbone(config.backbone, preprocessing, weights=config.weights)
-    target = run_dir / BACKBONE_ONNX
+    members = member_preprocessing(config) if config.is_ensemble else {config.backbone: preprocessing}
+    for k, (name, member) in enumerate(members.items()):
+        link_or_copy(export_backbone(name, member, weights=config.weights), run_dir / member_onnx_name(k))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
     target.unlink(missing_ok=True)
     try:
         os.link(source, target)
@@ -369,7 +404,10 @@ def update_config(run_dir: Path, **values) -> None:
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
+    """``history.csv``; an ensemble's has each backbone's columns (``loss <backbone>``...) instead."""
     columns = ["epoch", "loss", "val_macro_auc", "val_balanced_accuracy", "seconds"]
+    if history and "loss" not in history[0]:
+        columns = list(dict.fromkeys(key for row in history for key in row))
     pd.DataFrame(history, columns=columns).to_csv(run_dir / HISTORY_CSV, index=False)
 
 
@@ -508,21 +546,36 @@ def match_genres(model_genres: list[str], data_genres: list[str]) -> tuple[list[
 
 
 def run_features(model: SavedModel, dataset, ids: list[str], weights: str | None, progress: bool) -> Features:
-    """Features of these posters, computed exactly as the model's were (backbone, preprocessing, flip)."""
+    """Features of these posters, computed exactly as the model's were (backbone, preprocessing, flip);
+    an ensemble's backbones' side by side."""
     from postergenre.features import extract_features
+    from postergenre.models.preprocessing import Preprocessing
 
     info = model.info
-    feature_set = extract_features(
+    extract = partial(
+        extract_features,
         {i: dataset.image_paths[i] for i in ids},
-        info["backbone"],
-        preprocessing=model.preprocessing(),
         flip=bool(info.get("flip", False)),
         progress=progress,
         weights=weights,
     )
-    for id_, reason in dict(feature_set.failed).items():
+    if info.get("members"):
+        from postergenre.training.ensemble import join_features
+
+        members = {
+            m["backbone"]: extract(m["backbone"], preprocessing=Preprocessing.from_dict(m["preprocessing"]))
+            for m in info["members"]
+        }
+        ids, values, failed, spec = join_features(members)
+        features = Features(ids, values, spec)
+    else:
+        feature_set = extract(info["backbone"], preprocessing=model.preprocessing())
+        failed = dict(feature_set.failed)
+        values = np.asarray(feature_set.values, dtype=np.float32)
+        features = Features(list(feature_set.ids), values, dict(feature_set.spec))
+    for id_, reason in failed.items():
         logger.warning("skipped %s: %s", id_, reason)
-    return Features(list(feature_set.ids), np.asarray(feature_set.values, dtype=np.float32), dict(feature_set.spec))
+    return features
 
 
 def poster_text(model: SavedModel, dataset, ids: list[str], progress: bool) -> np.ndarray | None:
@@ -566,6 +619,9 @@ def dataset_name(dataset) -> str:
 def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, genres) -> list[tuple[str, str]]:
     """The report's section of explained test posters: Grad-CAM on the most confident right and
     wrong answers for a few genres. A failure here costs the section, never the report."""
+    if json.loads((run_dir / MODEL_JSON).read_text()).get("members"):
+        logger.info("the report has no explained examples: explaining works on one backbone, not an ensemble")
+        return []
     try:
         from postergenre.explain.classifier import load_classifier
         from postergenre.explain.report import explained_examples_html
