@@ -187,3 +187,67 @@ def test_train_an_ensemble_writes_every_backbone_and_predicts_as_it_evaluated(mo
     expected = SavedModel.load(run).probabilities(np.hstack([features, features]))
     got = np.array([[row["probabilities"][g] for g in info["genres"]] for row in predicted])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+# ---- explaining an ensemble -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_backbones(one_torch_thread):
+    from postergenre.models.backbones import create_backbone
+
+    return [create_backbone(name).eval() for name in ENSEMBLE.split("+")]
+
+
+@pytest.fixture(scope="module")
+def poster():
+    from PIL import Image
+
+    from postergenre.data.demo import demo_dataset_root
+
+    return Image.open(sorted((demo_dataset_root() / "images").glob("*.jpg"))[5]).convert("RGB")
+
+
+def ensemble_classifier(backbones, sizes=((64, 48), (96, 64)), silent: int | None = None):
+    """An explainable ensemble at tiny inputs; member ``silent`` gets a head with no weights."""
+    from postergenre.explain.classifier import EnsembleBackbone, classifier_from_parts
+
+    preprocessing = [b.preprocessing.with_policy("stretch", size) for b, size in zip(backbones, sizes, strict=True)]
+    head = random_ensemble(widths=[b.num_features for b in backbones], kinds=("linear", "linear"))
+    if silent is not None:
+        torch.nn.init.zeros_(head.members[silent].fc.weight)
+    ensemble = EnsembleBackbone(backbones, preprocessing)
+    return classifier_from_parts(ensemble, head, GENRES, [0.5] * len(GENRES), preprocessing[0])
+
+
+def test_ensemble_classifier_scores_each_backbone_at_its_own_input(two_backbones, poster):
+    """Check that the explained ensemble's probabilities are the ensemble head's on each backbone's features."""
+    from postergenre.explain.gradcam import explain_image
+
+    classifier = ensemble_classifier(two_backbones)
+    members = zip(two_backbones, classifier.backbone.preprocessing, strict=True)
+    with torch.no_grad():
+        features = torch.cat([b(torch.from_numpy(p(poster))[None]) for b, p in members], 1)
+        expected = torch.sigmoid(classifier.head(features))[0].numpy()
+    explanation = explain_image(classifier, poster, top=2)
+    np.testing.assert_allclose(explanation.probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert explanation.backbone == ENSEMBLE
+    assert any("ensemble of 2 backbones" in note for note in explanation.notes)
+    for cam in explanation.cams:
+        assert cam.heatmap.shape == (poster.height, poster.width)
+        assert cam.heatmap.max() == pytest.approx(1.0) and cam.heatmap.min() >= 0
+
+
+def test_ensemble_map_is_the_one_backbone_map_when_the_other_adds_nothing(two_backbones, poster):
+    """Check that with one backbone's head silenced, the ensemble's map is that of the other backbone alone."""
+    from postergenre.explain.classifier import classifier_from_parts
+    from postergenre.explain.gradcam import explain_image
+
+    classifier = ensemble_classifier(two_backbones, silent=1)
+    alone = classifier_from_parts(
+        two_backbones[0], classifier.head.members[0], GENRES, [0.5] * len(GENRES), classifier.backbone.preprocessing[0]
+    )
+    ensemble_map = explain_image(classifier, poster, [3]).cams[0].heatmap
+    alone_map = explain_image(alone, poster, [3]).cams[0].heatmap
+    assert alone_map.max() > 0
+    np.testing.assert_allclose(ensemble_map, alone_map, atol=1e-4)

@@ -66,6 +66,12 @@ def load_subject(name: str, weights: str | None = None) -> Subject:
 
     if Path(name).is_dir():
         classifier = load_run(name)
+        if classifier.is_ensemble:
+            # Filters, maps and activation maximisation look into one network at a time.
+            first = classifier.backbone.members[0]
+            logger.info("%s is an ensemble; showing its first backbone, %s", classifier.name, first.name)
+            label = f"{first.name} (first backbone of {classifier.name}; its genres need the whole ensemble)"
+            return Subject(first, classifier.backbone.preprocessing[0], None, label=label)
         return Subject(classifier.backbone, classifier.preprocessing, classifier, label=classifier.name)
     if name not in list_backbones():
         raise PosterGenreError(

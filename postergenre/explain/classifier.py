@@ -27,6 +27,26 @@ RUN_BACKBONE_WEIGHTS = "backbone.safetensors"
 DEFAULT_THRESHOLD = 0.5
 
 
+class EnsembleBackbone(nn.Module):
+    """An ensemble's backbones side by side: one input per backbone, each preprocessed its own way,
+    and their pooled features joined in the order of the ensemble head's columns."""
+
+    def __init__(self, backbones: list[Backbone], preprocessing: list[Preprocessing]):
+        super().__init__()
+        self.members = nn.ModuleList(backbones)
+        self.preprocessing = list(preprocessing)
+        self.name = "+".join(backbone.name for backbone in backbones)
+        self.gradcam_layer = ", ".join(dict.fromkeys(backbone.gradcam_layer for backbone in backbones))
+
+    def forward(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat([backbone(x) for backbone, x in zip(self.members, inputs, strict=True)], dim=1)
+
+
+def mirrored(x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The input's mirror image; an ensemble's inputs, each mirrored."""
+    return tuple(part.flip(-1) for part in x) if isinstance(x, tuple) else x.flip(-1)
+
+
 class GenreClassifier(nn.Module):
     """Posters in, one logit per genre out: ``head(backbone(x))``.
 
@@ -69,7 +89,7 @@ class GenreClassifier(nn.Module):
         """Pooled features (B, num_features), averaged with the mirror image when ``flip``."""
         features = self.backbone(x)
         if self.flip:
-            features = (features + self.backbone(x.flip(-1))) / 2
+            features = (features + self.backbone(mirrored(x))) / 2
         return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +137,15 @@ class GenreClassifier(nn.Module):
         empty[0, -1] = 1.0
         return empty
 
-    def input_tensor(self, image) -> torch.Tensor:
-        """A PIL poster as a (1, 3, h, w) network input, preprocessed as the model was trained."""
+    @property
+    def is_ensemble(self) -> bool:
+        return isinstance(self.backbone, EnsembleBackbone)
+
+    def input_tensor(self, image) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """A PIL poster as a (1, 3, h, w) network input, preprocessed as the model was trained; for an
+        ensemble, one such input per backbone."""
+        if self.is_ensemble:
+            return tuple(torch.from_numpy(pre(image)).unsqueeze(0) for pre in self.backbone.preprocessing)
         return torch.from_numpy(self.preprocessing(image)).unsqueeze(0)
 
     def extra_repr(self) -> str:
@@ -178,13 +205,12 @@ def load_classifier(run_dir: str | Path) -> GenreClassifier:
     run_dir = Path(run_dir)
     head, info = load_head(run_dir)
     if info.get("members"):
-        # TODO: Grad-CAM through every backbone of an ensemble, each map at its own input, averaged
-        # with the weights the ensemble's logits give them; wanted once ensembles are more than an option.
-        raise PosterGenreError(
-            f"{run_dir} is an ensemble of backbones ({info['backbone']}); explaining works on one backbone's "
-            f"run: train one of them alone (--backbone {info['members'][0]['backbone']}) and explain that"
+        backbone = EnsembleBackbone(
+            [create_backbone(member["backbone"]) for member in info["members"]],
+            [Preprocessing.from_dict(member["preprocessing"]) for member in info["members"]],
         )
-    backbone = _run_backbone(run_dir, info)
+    else:
+        backbone = _run_backbone(run_dir, info)
     return classifier_from_parts(
         backbone,
         head,

@@ -9,6 +9,11 @@ preprocessing (crop, padding or stretch) onto the poster at its own size and sca
 Speed: the maps are cut out of the graph where the backbone's Grad-CAM stage hands them on, and
 no parameter asks for a gradient, so each genre's backward pass only runs from the logit back to
 those maps (pooling and head), not through the backbone: one forward serves any number of genres.
+
+An ensemble of backbones has one last convolutional stage per backbone, all feeding the same logit.
+Its map is Grad-CAM over the union of their channels: each backbone's signed map is carried onto
+the poster as a density (times its number of positions, since a mean-pooled network's logit is the
+mean of its map), the maps are summed, and the positive part kept.
 """
 
 from __future__ import annotations
@@ -82,14 +87,27 @@ def explain_image(
 
 
 def _genre_cam(classifier, maps, logits, probabilities, index: int, poster_size: tuple[int, int]) -> GenreCam:
-    coarse = _coarse_cam(maps, logits[0, index], classifier.flip)
+    if classifier.is_ensemble:
+        members = zip(maps, classifier.backbone.preprocessing, strict=True)
+        heatmap = normalise(
+            np.sum([_density(m, logits[0, index], classifier.flip, pre, poster_size) for m, pre in members], axis=0)
+        )
+    else:
+        heatmap = to_poster(_coarse_cam(maps, logits[0, index], classifier.flip), classifier.preprocessing, poster_size)
     return GenreCam(
         genre=classifier.genres[index],
         index=index,
         probability=float(probabilities[index]),
         threshold=float(classifier.thresholds[index]),
-        heatmap=to_poster(coarse, classifier.preprocessing, poster_size),
+        heatmap=heatmap,
     )
+
+
+def _density(maps, logit, flip: bool, preprocessing: Preprocessing, poster_size: tuple[int, int]) -> np.ndarray:
+    """One backbone's signed map on the poster, in logit per position: comparable between backbones
+    whose maps have different numbers of positions."""
+    height, width = maps[0].shape[-2:]
+    return at_poster(_signed_cam(maps, logit, flip) * (height * width), preprocessing, poster_size)
 
 
 def reading_notes(classifier: GenreClassifier) -> list[str]:
@@ -99,6 +117,11 @@ def reading_notes(classifier: GenreClassifier) -> list[str]:
         notes.append("The network sees only the centre crop of the poster; the parts cut off get no heat.")
     if classifier.flip:
         notes.append("The model averages the poster and its mirror image; the map sums both, mirrored back.")
+    if classifier.is_ensemble:
+        notes.append(
+            f"The model is an ensemble of {len(classifier.backbone.members)} backbones, each reading the poster at its "
+            "own input; the map sums their last stages' evidence."
+        )
     if classifier.text is not None:
         notes.append(
             f"The model also reads the poster's text ({classifier.text['fusion']} fusion), held fixed here: the map "
@@ -137,12 +160,17 @@ def _check_indices(indices: list[int], genres: list[str]) -> list[int]:
 # ---- the forward pass and the map ------------------------------------------------------------
 
 
-def _forward_keeping_maps(classifier: GenreClassifier, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Logits (1, n_genres), and the Grad-CAM stage's maps as graph leaves (one per view: poster, mirror)."""
-    stage = dict(classifier.backbone.stages())[classifier.backbone.gradcam_layer]
-    with evaluating(classifier), _maps_as_leaves(stage) as maps, torch.enable_grad():
+def _forward_keeping_maps(classifier: GenreClassifier, x) -> tuple[list, torch.Tensor]:
+    """Logits (1, n_genres), and the Grad-CAM stage's maps as graph leaves (one per view: poster, mirror);
+    for an ensemble, one such list per backbone."""
+    backbones = classifier.backbone.members if classifier.is_ensemble else [classifier.backbone]
+    stages = [dict(backbone.stages())[backbone.gradcam_layer] for backbone in backbones]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(evaluating(classifier))
+        maps = [stack.enter_context(_maps_as_leaves(stage)) for stage in stages]
+        stack.enter_context(torch.enable_grad())
         logits = classifier(x)
-    return maps, logits
+    return (maps if classifier.is_ensemble else maps[0]), logits
 
 
 @contextlib.contextmanager
@@ -164,6 +192,11 @@ def _maps_as_leaves(stage: torch.nn.Module):
 
 def _coarse_cam(maps: list[torch.Tensor], logit: torch.Tensor, flip: bool) -> torch.Tensor:
     """ReLU(sum_k alpha_k A_k) at the maps' resolution, (h, w); the mirror view's map flipped back."""
+    return torch.relu(_signed_cam(maps, logit, flip))
+
+
+def _signed_cam(maps: list[torch.Tensor], logit: torch.Tensor, flip: bool) -> torch.Tensor:
+    """sum_k alpha_k A_k at the maps' resolution, (h, w), before the ReLU."""
     gradients = torch.autograd.grad(logit, maps, retain_graph=True, allow_unused=True)
     total = torch.zeros(maps[0].shape[-2:])
     for view, (activations, gradient) in enumerate(zip(maps, gradients, strict=True)):
@@ -173,7 +206,7 @@ def _coarse_cam(maps: list[torch.Tensor], logit: torch.Tensor, flip: bool) -> to
         cam = (alpha * activations.detach()).sum(dim=1)[0]
         # With flip, the second view saw the mirror image: its map points at mirrored places.
         total += cam.flip(-1) if flip and view % 2 == 1 else cam
-    return torch.relu(total)
+    return total
 
 
 # ---- back onto the poster --------------------------------------------------------------------
@@ -184,6 +217,11 @@ def to_poster(coarse: torch.Tensor, preprocessing: Preprocessing, poster_size: t
 
     Parts of the poster the network never saw (cut off by ``center_crop``) get 0.
     """
+    return normalise(at_poster(coarse, preprocessing, poster_size))
+
+
+def at_poster(coarse: torch.Tensor, preprocessing: Preprocessing, poster_size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map over the network's input at the poster's (H, W), its values kept (signs too)."""
     height, width = preprocessing.input_size
     at_input = F.interpolate(coarse[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
     at_input = at_input[0, 0].numpy()
@@ -193,7 +231,7 @@ def to_poster(coarse: torch.Tensor, preprocessing: Preprocessing, poster_size: t
         heat = _uncrop(at_input, preprocessing, poster_size)
     else:
         heat = _resize(at_input, poster_size)
-    return normalise(heat)
+    return heat
 
 
 def normalise(heat: np.ndarray) -> np.ndarray:
