@@ -619,9 +619,6 @@ def dataset_name(dataset) -> str:
 def explained_examples(run_dir: Path, image_paths: list[Path], y_true, y_score, genres) -> list[tuple[str, str]]:
     """The report's section of explained test posters: Grad-CAM on the most confident right and
     wrong answers for a few genres. A failure here costs the section, never the report."""
-    if json.loads((run_dir / MODEL_JSON).read_text()).get("members"):
-        logger.info("the report has no explained examples: explaining works on one backbone, not an ensemble")
-        return []
     try:
         from postergenre.explain.classifier import load_classifier
         from postergenre.explain.report import explained_examples_html
