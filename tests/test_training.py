@@ -261,3 +261,27 @@ def test_heads_trained_side_by_side_equal_heads_trained_alone():
         ]
         for key, tensor in alone[name].head.state_dict().items():
             torch.testing.assert_close(side_by_side[name].head.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def test_adamw_takes_the_steps_of_torchs_adamw():
+    """Check that the heads' AdamW moves parameters as torch.optim.AdamW does, weight decay included."""
+    from postergenre.training.optim import AdamW
+
+    torch.manual_seed(0)
+    ours, theirs = (create_head("mlp", 10, G, hidden=6, dropout=0.0) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    x, y = torch.randn(32, 10), (torch.rand(32, G) < 0.3).float()
+    start = {name: p.detach().clone() for name, p in ours.named_parameters()}
+    optimizers = [
+        AdamW(ours.parameters(), lr=3e-3, weight_decay=0.1),
+        torch.optim.AdamW(theirs.parameters(), lr=3e-3, weight_decay=0.1),
+    ]
+    for _ in range(25):
+        for head, optimizer in zip((ours, theirs), optimizers, strict=True):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        assert (a - start[name]).abs().max() > 1e-3, f"{name} did not move"

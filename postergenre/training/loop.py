@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from postergenre.training.losses import masked_mean
+from postergenre.training.optim import AdamW
 
 logger = logging.getLogger(__name__)
 
@@ -107,25 +108,49 @@ def seeded(seed: int) -> Iterator[None]:
 
 def train_concurrently(jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
     """Run independent trainings (e.g. the image and the text head) on threads, one per core, and
-    return their results by name.
+    return their results by name (see :class:`HeadPool`)."""
+    if len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+    with HeadPool(len(jobs)) as pool:
+        for name, job in jobs.items():
+            pool.submit(name, job)
+        return pool.results()
+
+
+class HeadPool:
+    """Trainings on threads, one per core, started as soon as each is submitted.
 
     Each keeps to one torch thread: on 2 cores the image and text heads then train in the time of
     the slower one, and single-threaded ops never spin against each other as two multi-threaded
-    ones do. Training stays reproducible: each fit draws from generators of its own.
+    ones do. Training stays reproducible: each fit draws from generators of its own. A job may be
+    submitted while the caller still prepares the next one's data (the text features, say).
     """
-    if len(jobs) < 2:
-        return {name: job() for name, job in jobs.items()}
 
-    def labelled(name: str, job: Callable[[], object]) -> object:
-        _HEAD_LABEL.set(name)
-        torch.set_num_threads(1)  # OpenMP's thread count may be per thread: set it in each
-        return job()
+    def __init__(self, n_jobs: int):
+        self.workers = max(1, min(n_jobs, os.cpu_count() or 1))
+        self.futures: dict[str, object] = {}
 
-    workers = min(len(jobs), os.cpu_count() or 1)
-    # The count is set here, once: fits restoring it on their own would race each other.
-    with torch_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="head") as pool:
-        futures = {name: pool.submit(labelled, name, job) for name, job in jobs.items()}
-        return {name: future.result() for name, future in futures.items()}
+    def __enter__(self) -> HeadPool:
+        # The count is set here, once: fits restoring it on their own would race each other.
+        self._threads = torch_threads(1)
+        self._threads.__enter__()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="head")
+        return self
+
+    def submit(self, name: str, job: Callable[[], object]) -> None:
+        def labelled() -> object:
+            _HEAD_LABEL.set(name)
+            torch.set_num_threads(1)  # OpenMP's thread count may be per thread: set it in each
+            return job()
+
+        self.futures[name] = self._pool.submit(labelled)
+
+    def results(self) -> dict[str, object]:
+        return {name: future.result() for name, future in self.futures.items()}
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=exc_info[0] is not None)
+        self._threads.__exit__(*exc_info)
 
 
 def fit(
@@ -177,7 +202,7 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
     y_train = torch.as_tensor(np.asarray(train[1], dtype=np.float32))
     y_val = np.asarray(validation[1])
     cut = np.zeros(y_train.shape[1]) if decision_cut is None else np.asarray(decision_cut)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     stopper = EarlyStopping(head, settings.patience)
     for epoch in range(1, settings.epochs + 1):
