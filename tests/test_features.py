@@ -284,3 +284,44 @@ def test_content_digest_is_remembered_until_the_file_changes(tmp_path):
     assert content_digest(poster) == hashlib.sha256(b"other").hexdigest()
     with pytest.raises(OSError):
         content_digest(tmp_path / "missing.jpg")
+
+
+def _forget_digests(monkeypatch):
+    """A fresh process's view: nothing hashed yet, no digest file read."""
+    from postergenre import cache
+
+    monkeypatch.setattr(cache, "_DIGESTS", {})
+    monkeypatch.setattr(cache, "_READ_FROM", set())
+    monkeypatch.setattr(cache, "_NEW_DIGESTS", [])
+
+
+def test_digests_of_settled_files_are_kept_on_disk(tmp_path, monkeypatch):
+    """Check that a later process takes settled files' digests from the cache folder without hashing,
+    that a file changed just now is not written down, and that a torn line in the file is skipped."""
+    import hashlib
+    import os
+    import time
+
+    from postergenre import cache
+
+    old, fresh = tmp_path / "old.jpg", tmp_path / "fresh.jpg"
+    old.write_bytes(b"settled poster")
+    fresh.write_bytes(b"just written")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    _forget_digests(monkeypatch)
+    expected = {p: cache.content_digest(p) for p in (old, fresh)}
+    cache.save_digests()
+    digest_file = cache.cache_root() / cache.DIGESTS_FILE
+    written = digest_file.read_text()
+    assert expected[old] in written and expected[fresh] not in written  # the fresh file may change again
+    with open(digest_file, "a") as handle:
+        handle.write("1\t2\t3\t4\tdeadbeef")  # an interrupted write
+
+    _forget_digests(monkeypatch)
+    hashed = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(cache.hashlib, "sha256", lambda data: hashed.append(data) or real_sha256(data))
+    assert cache.content_digest(old) == expected[old]
+    assert cache.content_digest(fresh) == expected[fresh]
+    assert hashed == [b"just written"]

@@ -130,18 +130,24 @@ def load_input(source, preprocessing: Preprocessing, *, name: str | None = None)
 def hash_files(image_paths: dict[str, Path], workers: int) -> tuple[dict[str, str], dict[str, str]]:
     """Content digests by id, and the ids whose files could not be read, with the reason."""
 
-    from postergenre.cache import content_digest
+    from postergenre.cache import content_digest, known_digest, save_digests
 
-    def digest(path: Path) -> str | Exception:
+    def digest(path: Path, hash_it: bool = True) -> str | Exception | None:
         try:
-            return content_digest(path)
+            return content_digest(path) if hash_it else known_digest(path)
         except OSError as exc:
             return exc
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(digest, image_paths.values()))
+    # Files hashed before need only a stat, cheaper in this thread than handed to a pool.
+    results = {id_: digest(path, hash_it=False) for id_, path in image_paths.items()}
+    unknown = [id_ for id_, result in results.items() if result is None]
+    if unknown:
+        with ThreadPoolExecutor(workers) as pool:
+            results.update(zip(unknown, pool.map(digest, [image_paths[id_] for id_ in unknown]), strict=True))
+        save_digests()
     digests, failed = {}, {}
-    for (id_, path), result in zip(image_paths.items(), results, strict=True):
+    for id_, path in image_paths.items():
+        result = results[id_]
         if isinstance(result, Exception):
             failed[id_] = f"{path}: cannot be read ({result.strerror or result})"
         else:

@@ -329,15 +329,18 @@ def _from_record(record: list) -> list[TextLine]:
 
 
 def _content_keys(image_paths: dict[str, Path]) -> dict[str, str]:
-    from postergenre.cache import content_digest
+    from postergenre.cache import content_digest, save_digests
 
     keys = {}
-    for id_, path in image_paths.items():
-        try:
-            keys[id_] = content_digest(path)
-        except OSError as exc:
-            reason = exc.strerror or exc
-            raise ImageError(f"{path}: cannot be read for OCR ({reason}); check the poster of {id_}") from exc
+    try:
+        for id_, path in image_paths.items():
+            try:
+                keys[id_] = content_digest(path)
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ImageError(f"{path}: cannot be read for OCR ({reason}); check the poster of {id_}") from exc
+    finally:
+        save_digests()
     return keys
 
 
