@@ -128,6 +128,33 @@ def test_ocr_cache_is_reused_and_invalidated(posters, tmp_path, monkeypatch):
     assert changed_settings.n_computed == 2
 
 
+def test_stored_text_features_skip_ocr_once_stored_and_follow_the_poster_and_settings(posters, monkeypatch):
+    """Check that stored text features equal the freshly made ones, that a second read runs no OCR and
+    no embedding, and that a changed poster or confidence floor is made again."""
+    from postergenre.text import embed, ocr
+    from postergenre.text.embed import stored_text_features
+
+    expected = text_features(ocr_posters(posters, workers=1, progress=False))[1]
+    ids, values, _ = stored_text_features(posters, OcrSettings())
+    assert ids == ["word", "blank"]
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ocr, "ocr_posters", lambda *a, **k: pytest.fail("OCR ran with every poster's features stored"))
+        patch.setattr(embed, "text_features", lambda *a, **k: pytest.fail("text embedded again"))
+        again_ids, again, n_cached = stored_text_features(posters, OcrSettings())
+    assert again_ids == ids and n_cached == 2
+    np.testing.assert_array_equal(again, values)
+
+    write_text_poster(posters["blank"], "HAUNTED", seed=3)
+    _, changed, _ = stored_text_features(posters, OcrSettings())
+    np.testing.assert_array_equal(changed[0], values[0])
+    assert changed[1, EMBEDDING_DIM] == 0.0  # the poster now has text
+
+    _, strict, _ = stored_text_features(posters, OcrSettings(), min_confidence=1.01)
+    assert (strict[:, EMBEDDING_DIM] == 1.0).all()  # no line is that sure: both read as without text
+
+
 def test_ocr_in_worker_processes_matches_one_process(posters, tmp_path):
     """Check two worker processes give the same lines as one process (separate caches)."""
     one = ocr_posters(posters, workers=1, progress=False, cache_dir=tmp_path / "one")

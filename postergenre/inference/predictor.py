@@ -127,12 +127,13 @@ def text_features_for(image_paths: dict, text: dict, *, progress: bool = False) 
     """``(ids, text features (N, 385), posters whose OCR came from the cache)`` for ``{id: path}``.
 
     ``text`` is a model's ``model.json`` ``text`` entry: the posters are read with its OCR settings
-    (cached per poster) and embedded with its confidence floor, as in training.
+    and embedded with its confidence floor, as in training (both cached per poster).
     """
-    ocr_posters, text_features = text_functions()
-    ocr = ocr_posters(image_paths, settings=ocr_settings(text), progress=progress)
-    ids, values = text_features(ocr, min_confidence=float(text["min_confidence"]))
-    return ids, values, ocr.n_cached
+    text_functions()  # a missing text extra is named here
+    from postergenre.text.embed import stored_text_features
+
+    min_confidence = float(text["min_confidence"])
+    return stored_text_features(image_paths, ocr_settings(text), min_confidence=min_confidence, progress=progress)
 
 
 def ocr_settings(text: dict):

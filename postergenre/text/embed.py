@@ -31,6 +31,9 @@ EMBEDDING_DIM = 384
 # The embedding, then one column that is 1 for a poster with no text above the confidence floor.
 NUM_TEXT_FEATURES = EMBEDDING_DIM + 1
 EMBED_FORMAT = 1
+# Bump when the way lines become a poster's text (reading order, confidence floor) changes, so that
+# stored text features are made again.
+TEXT_FEATURES_FORMAT = 1
 
 
 def _model_version() -> str:
@@ -182,3 +185,51 @@ def text_features(
         else:
             values[row, EMBEDDING_DIM] = 1.0
     return ids, values
+
+
+def stored_text_features(
+    image_paths: dict[str, Path],
+    settings,
+    *,
+    min_confidence: float = 0.5,
+    progress: bool = False,
+) -> tuple[list[str], np.ndarray, int]:
+    """``(ids, text features (N, 385), posters whose OCR came from a cache)`` for ``{id: path}``.
+
+    The features themselves are stored like image features (a memory-mapped matrix keyed by the
+    poster's content, :class:`~postergenre.features.cache.FeatureStore`), so a warm run reads one
+    matrix instead of re-reading every poster's OCR lines and embedding: about a second of every
+    warm train. Posters the store lacks are read with :func:`~postergenre.text.ocr.ocr_posters`
+    (``settings``: an :class:`~postergenre.text.ocr.OcrSettings`) and embedded, then stored.
+    """
+    from postergenre.cache import cache_root
+    from postergenre.features.cache import FeatureStore
+    from postergenre.text.ocr import _content_keys, ocr_posters, package_version
+
+    spec = {
+        "backbone": "poster_text",
+        "format": TEXT_FEATURES_FORMAT,
+        "ocr": settings.to_dict(),
+        "ocr_version": package_version(),
+        "min_confidence": float(min_confidence),
+        "model": MODEL_NAME,
+        "model_version": _model_version(),
+        "num_features": NUM_TEXT_FEATURES,
+    }
+    store = FeatureStore(cache_root() / "features", spec)
+    keys = _content_keys(image_paths)
+    first_with = {}  # one poster per content that the store lacks
+    for id_, key in keys.items():
+        if key not in store.rows:
+            first_with.setdefault(key, id_)
+    missing = {id_: image_paths[id_] for id_ in first_with.values()}
+    n_cached = sum(key in store.rows for key in keys.values())
+    if missing:
+        ocr = ocr_posters(missing, settings=settings, progress=progress)
+        ids, values = text_features(ocr, min_confidence=min_confidence)
+        store.append([keys[id_] for id_ in ids], values)
+        n_cached += ocr.n_cached
+    else:
+        logger.info("poster text features: %d posters, all stored (%s)", len(keys), store.folder)
+    ids = list(image_paths)
+    return ids, np.array(store.read([keys[id_] for id_ in ids]), dtype=np.float32), n_cached
