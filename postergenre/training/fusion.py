@@ -98,10 +98,10 @@ def wants_text(config) -> bool:
 def choose_text(dataset, config, features: Features, split, genres: list[str], train_image, progress: bool):
     """The run's model with or without poster text, as ``config.text`` and validation decide.
 
-    ``train_image()`` gives the image-only TrainResult; it runs beside the text candidates' training
-    (:func:`~postergenre.training.loop.train_concurrently`) once the text features are ready.
+    ``train_image()`` gives the image-only TrainResult; it starts at once and trains while the text
+    features load, then beside the text candidates (:class:`~postergenre.training.loop.HeadPool`).
     """
-    from postergenre.training.loop import train_concurrently
+    from postergenre.training.loop import HeadPool
 
     image_sides = side_arrays(features, dataset.labels[genres], split)
     y_val = image_sides["validation"][2]
@@ -111,26 +111,30 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], t
         choice = {"setting": config.text, "chosen": "image"}
         return TextChoice(image_result, image_scores, None, choice, image_result=image_result)
 
-    settings = text_settings()
-    started = time.perf_counter()
-    ids, values, n_cached = text_features_for(
-        {i: dataset.image_paths[i] for i in features.ids}, settings, progress=progress
-    )
-    text = Features(ids, values)
-    seconds = time.perf_counter() - started
-    logger.info("poster text: features of %d posters in %.1f s (%d OCR results cached)", len(ids), seconds, n_cached)
+    with HeadPool(1 + len(candidate_names(config))) as heads:
+        # The image head needs nothing of the text: it trains while the text features load.
+        heads.submit("image", train_image)
+        settings = text_settings()
+        started = time.perf_counter()
+        ids, values, n_cached = text_features_for(
+            {i: dataset.image_paths[i] for i in features.ids}, settings, progress=progress
+        )
+        text = Features(ids, values)
+        seconds = time.perf_counter() - started
+        logger.info("poster text: features of %d posters in %.1f s (%d OCR cached)", len(ids), seconds, n_cached)
 
-    candidates = candidate_names(config)
-    candidate_sides = {"image": image_sides}
-    if "late" in candidates:
-        candidate_sides["text"] = side_arrays(text, dataset.labels[genres], split)
-    if "concat" in candidates:
-        joined = Features(features.ids, np.hstack([features.values, text.take(features.ids)]))
-        candidate_sides["concat"] = side_arrays(joined, dataset.labels[genres], split)
-    logger.info("poster text: training the %s heads", ", ".join(candidate_sides))
-    jobs = {name: partial(train_head, config, sides) for name, sides in candidate_sides.items()}
-    jobs["image"] = train_image
-    results = train_concurrently(jobs)
+        candidates = candidate_names(config)
+        candidate_sides = {"image": image_sides}
+        if "late" in candidates:
+            candidate_sides["text"] = side_arrays(text, dataset.labels[genres], split)
+        if "concat" in candidates:
+            joined = Features(features.ids, np.hstack([features.values, text.take(features.ids)]))
+            candidate_sides["concat"] = side_arrays(joined, dataset.labels[genres], split)
+        logger.info("poster text: training the %s heads", ", ".join(candidate_sides))
+        for name, sides in candidate_sides.items():
+            if name != "image":
+                heads.submit(name, partial(train_head, config, sides))
+        results = heads.results()
     trained = {
         name: (results[name], logits_of(results[name].head, sides["validation"][1]))
         for name, sides in candidate_sides.items()

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -488,14 +489,26 @@ def evaluate_run(
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
-    sections = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres)
+    sections = []
     if own:
         from postergenre.training.fusion import text_section
 
-        sections = text_section(model.info) + sections
-    report = write_run_report(
-        out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres, extra_sections=sections
-    )
+        sections = text_section(model.info)
+    # Grad-CAM of the explained posters (torch, which lets go of the GIL) runs while the plots draw.
+    with ThreadPoolExecutor(1, thread_name_prefix="explain") as pool:
+        examples = pool.submit(
+            explained_examples, run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres
+        )
+        report = write_run_report(
+            out_dir,
+            metrics,
+            model,
+            run_dir if own else None,
+            y_true,
+            y_score,
+            genres,
+            extra_sections=lambda: sections + examples.result(),
+        )
     return Evaluation(metrics, metrics_path, report)
 
 
