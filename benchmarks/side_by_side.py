@@ -15,7 +15,9 @@ the standard split (seed 0) that the first finished run draws and every later ru
    for at most ``--cnn-epochs`` epochs (default 8): it runs on the images every epoch, not on cached
    features, so each epoch on 2 CPU cores is long;
 6. ``default``: the default configuration (poster text on auto: OCR of every poster, kept if validation
-   AUC gains).
+   AUC gains);
+7. ``ensemble``: efficientnet_lite0, mobilenet_v2 and efficientnet_lite2 side by side (one head each,
+   logits averaged), image only; 8. ``ensemble+text``: the same with poster text on auto.
 
 All runs share one feature cache (default WORK/cache), so ``lite0`` and ``per-genre`` extract their
 features once. Prints, per run, its wall time and the test macro ROC-AUC, macro AP and micro ROC-AUC
@@ -69,6 +71,8 @@ def run_specs(cnn_epochs: int = CNN_EPOCHS) -> dict[str, list[str]]:
         "lite2": ["--backbone", "efficientnet_lite2", "--no-text"],
         "custom_cnn": ["--backbone", "custom_cnn", "--augment", "--epochs", str(cnn_epochs), "--no-text"],
         "default": [],
+        "ensemble": ["--backbone", core_targets.ENSEMBLE, "--no-text"],
+        "ensemble+text": ["--backbone", core_targets.ENSEMBLE],
     }
 
 

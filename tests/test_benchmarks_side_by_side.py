@@ -50,6 +50,8 @@ def test_select_runs_keeps_training_order(bench):
         "lite2",
         "custom_cnn",
         "default",
+        "ensemble",
+        "ensemble+text",
     ]
 
 
@@ -60,10 +62,14 @@ def test_unknown_run_is_named_with_the_choices(bench):
 
 
 def test_run_specs_are_image_only_but_the_default(bench):
-    """Check that every run but the default is image only, and that --cnn-epochs caps only the custom CNN."""
+    """Check that every run but the default and the ensemble with text is image only, that the two
+    ensemble runs share their backbones, and that --cnn-epochs caps only the custom CNN."""
     specs = bench.run_specs(cnn_epochs=3)
-    assert all("--no-text" in args for name, args in specs.items() if name != "default")
+    with_text = {"default", "ensemble+text"}
+    assert all("--no-text" in args for name, args in specs.items() if name not in with_text)
+    assert not any("--no-text" in specs[name] for name in with_text)
     assert specs["default"] == []
+    assert specs["ensemble"] == [*specs["ensemble+text"], "--no-text"]
     assert specs["custom_cnn"][specs["custom_cnn"].index("--epochs") + 1] == "3"
     assert specs["per-genre"][2:4] == ["--mode", "per-genre"]
     assert sum("--epochs" in args for args in specs.values()) == 1
