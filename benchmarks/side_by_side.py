@@ -16,8 +16,8 @@ the standard split (seed 0) that the first finished run draws and every later ru
    features, so each epoch on 2 CPU cores is long;
 6. ``default``: the default configuration (poster text on auto: OCR of every poster, kept if validation
    AUC gains);
-7. ``ensemble``: efficientnet_lite0, mobilenet_v2 and efficientnet_lite2 side by side (one head each,
-   logits averaged), image only; 8. ``ensemble+text``: the same with poster text on auto.
+7. ``ensemble``: efficientnet_lite0 at 320x224, mobilenet_v2 and efficientnet_lite2 side by side (one
+   head each, logits averaged), image only; 8. ``ensemble+text``: the same with poster text on auto.
 
 All runs share one feature cache (default WORK/cache), so ``lite0`` and ``per-genre`` extract their
 features once. Prints, per run, its wall time and the test macro ROC-AUC, macro AP and micro ROC-AUC

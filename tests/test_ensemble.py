@@ -85,6 +85,19 @@ def test_ensemble_settings_that_cannot_work_are_refused(settings, message):
         TrainConfig(**settings)
 
 
+def test_a_member_may_name_its_input_size():
+    """Check NAME@HxW: one backbone may join twice at two sizes, and a malformed size names the form."""
+    from postergenre.training.config import member_preprocessing, split_member
+
+    assert split_member("efficientnet_lite0@320x224") == ("efficientnet_lite0", (320, 224))
+    assert split_member("mobilenet_v2") == ("mobilenet_v2", None)
+    config = TrainConfig(backbone="efficientnet_lite0+efficientnet_lite0@320x224")
+    sizes = {member: pre.input_size for member, pre in member_preprocessing(config).items()}
+    assert sizes == {"efficientnet_lite0": (256, 160), "efficientnet_lite0@320x224": (320, 224)}
+    with pytest.raises(ValueError, match=r"expected NAME@HEIGHTxWIDTH .* e\.g\. mobilenet_v2@320x224"):
+        TrainConfig(backbone="efficientnet_lite0+mobilenet_v2@320")
+
+
 def test_auto_fusion_of_an_ensemble_leaves_out_concat():
     """Check that an ensemble's text fusion candidates are the image alone and late fusion."""
     from postergenre.training.fusion import candidate_names
@@ -251,3 +264,24 @@ def test_ensemble_map_is_the_one_backbone_map_when_the_other_adds_nothing(two_ba
     alone_map = explain_image(alone, poster, [3]).cams[0].heatmap
     assert alone_map.max() > 0
     np.testing.assert_allclose(ensemble_map, alone_map, atol=1e-4)
+
+
+def test_one_backbone_at_two_sizes_trains_and_predicts_at_each_size(monkeypatch, tmp_path, dataset, capsys):
+    """Check that a member's own input size reaches its features, model.json, its ONNX file and predict."""
+    install_doubles(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    backbone = "efficientnet_lite0+efficientnet_lite0@48x32"
+    assert cli_main(monkeypatch, ["-q", "train", str(dataset), "--out", str(run), "--backbone", backbone, *FAST]) == 0
+
+    info = json.loads((run / "model.json").read_text())
+    assert [m["member"] for m in info["members"]] == backbone.split("+")
+    assert [m["backbone"] for m in info["members"]] == ["efficientnet_lite0"] * 2
+    assert [m["preprocessing"]["input_size"] for m in info["members"]] == [[32, 32], [48, 32]]
+    image = sorted((dataset / "images").glob("*.jpg"))[0]
+    capsys.readouterr()
+    assert cli_main(monkeypatch, ["predict", str(run), str(image), "--format", "json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)[0]["probabilities"]
+    sizes = [Preprocessing((h, w), (0.5,) * 3, (0.5,) * 3, resize="stretch") for h, w in ((32, 32), (48, 32))]
+    joined = np.hstack([fake_extract_features({"p": image}, "fake", preprocessing=pre).values for pre in sizes])
+    expected = SavedModel.load(run).probabilities(joined)[0]
+    np.testing.assert_allclose([predicted[g] for g in info["genres"]], expected, rtol=1e-4, atol=1e-6)

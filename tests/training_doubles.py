@@ -76,7 +76,8 @@ def write_fake_onnx(path: Path, input_size: tuple[int, int] = INPUT_SIZE) -> Pat
 
 def make_fake_export(folder: Path):
     def fake_export_onnx(backbone, preprocessing, weights=None):
-        return write_fake_onnx(folder / f"{backbone}.onnx", tuple(preprocessing.input_size))
+        height, width = preprocessing.input_size
+        return write_fake_onnx(folder / f"{backbone}-{height}x{width}.onnx", (height, width))
 
     return fake_export_onnx
 

@@ -49,8 +49,23 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 # The backbone with no pretrained weights: trained end to end on the images (postergenre.training.images).
 IMAGE_BACKBONE = "custom_cnn"
 # Joins the backbones of an ensemble: "efficientnet_lite0+mobilenet_v2" trains one head on each
-# backbone's features and averages their logits (postergenre.training.heads.EnsembleHead).
+# backbone's features and averages their logits (postergenre.training.heads.EnsembleHead). A member
+# may name its input size, "efficientnet_lite0@320x224"; else it reads its default poster input.
 ENSEMBLE_JOIN = "+"
+MEMBER_SIZE = "@"
+
+
+def split_member(member: str) -> tuple[str, tuple[int, int] | None]:
+    """``"NAME"`` or ``"NAME@HxW"`` as (backbone name, input size or None)."""
+    name, _, size = member.partition(MEMBER_SIZE)
+    if not size:
+        return name, None
+    height, _, width = size.partition("x")
+    if not (height.isdigit() and width.isdigit()) or int(height) < 32 or int(width) < 32:
+        raise ValueError(
+            f"ensemble member {member!r}: expected NAME@HEIGHTxWIDTH with sizes of at least 32, e.g. {name}@320x224"
+        )
+    return name, (int(height), int(width))
 
 
 @dataclass
@@ -128,10 +143,11 @@ class TrainConfig:
     def _check_ensemble(self) -> None:
         """An ensemble joins frozen pretrained backbones, each at its own measured input."""
         members = self.members
+        names = [split_member(member)[0] for member in members]
         problems = []
-        if len(set(members)) < len(members) or "" in members:
+        if len(set(members)) < len(members) or "" in names:
             problems.append("name each backbone once")
-        if IMAGE_BACKBONE in members:
+        if IMAGE_BACKBONE in names:
             problems.append(f"{IMAGE_BACKBONE} trains on images, not on cached features; leave it out")
         if self.fine_tune:
             problems.append("--fine-tune applies to one backbone; drop it")
@@ -146,7 +162,7 @@ class TrainConfig:
 
     @property
     def members(self) -> list[str]:
-        """The backbones of the run: one, or an ensemble's, in the order given."""
+        """The backbones of the run: one, or an ensemble's (``NAME`` or ``NAME@HxW``), in the order given."""
         return self.backbone.split(ENSEMBLE_JOIN)
 
     @property
@@ -216,7 +232,10 @@ def resolve_preprocessing(config: TrainConfig):
 
     # An ensemble's first backbone stands for it here; each backbone reads its own (member_preprocessing).
     first, *others = config.backbone.split(ENSEMBLE_JOIN)
+    first, size = split_member(first)
     preprocessing = default_preprocessing(first, resize=config.resize)
+    if size is not None:
+        preprocessing = preprocessing.with_policy(config.resize, size)
     if config.input_size is not None:
         preprocessing = preprocessing.with_policy(config.resize, tuple(config.input_size))
     if not others:
@@ -230,7 +249,13 @@ def member_preprocessing(config) -> dict:
 
     if not config.is_ensemble:
         return {config.backbone: resolve_preprocessing(config)}
-    return {name: default_preprocessing(name, resize=config.resize) for name in config.members}
+    preprocessing = {}
+    for member in config.members:
+        name, size = split_member(member)
+        preprocessing[member] = default_preprocessing(name, resize=config.resize)
+        if size is not None:
+            preprocessing[member] = preprocessing[member].with_policy(config.resize, size)
+    return preprocessing
 
 
 def versions() -> dict:

@@ -7,18 +7,21 @@ one head per backbone on its columns (side by side, one core each) and saves an
 fusion, evaluation, prediction) sees one head over the joined features.
 
 Measured on the shared dataset (standard split; 256-wide MLP heads; lite2 at 320x192, the others at
-256x160; late fusion with the MiniLM text head), validation / test macro AUC and test AP:
+256x160 unless named; late fusion with the MiniLM text head), validation / test macro AUC and test AP:
 
     backbones                                  image                   image + text (late)
     efficientnet_lite0                         0.782 / 0.748 / 0.281   0.807 / 0.788 / 0.322
+    efficientnet_lite0@320x224                 0.790 / 0.760 / 0.305   0.816 / 0.796 / 0.345
     lite0 + mobilenet_v2                       0.789 / 0.762 / 0.297   0.813 / 0.796 / 0.338
     lite0 + lite2                              0.793 / 0.762 / 0.307   0.815 / 0.797 / 0.341
     lite0 + mobilenet_v2 + lite2               0.795 / 0.767 / 0.311   0.817 / 0.800 / 0.348
+    lite0@320x224 + mobilenet_v2 + lite2       0.802 / 0.773 / 0.321   0.822 / 0.804 / 0.356
     one head over lite0 + mobilenet_v2 + lite2 0.785 / 0.760 / 0.313   0.813 / 0.794 / 0.353
 
-Each backbone costs its own extraction (cold: about 90 s for lite0 or mobilenet_v2 on 7.2k posters
-and 2 cores, 160 s for lite2) and its own head in every warm run, which is why a single backbone
-stays the default.
+Each backbone costs its own extraction (cold, on 7.2k posters and 2 cores: about 90 s for lite0 or
+mobilenet_v2 at 256x160, 150 s for lite0 at 320x224, 160 s for lite2) and its own head in every warm
+run, which is why a single backbone at 256x160 stays the default (see
+:mod:`postergenre.training.config`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def column_spans(widths: list[int]) -> list[tuple[int, int]]:
 
 
 def join_features(members: dict[str, object]) -> tuple[list[str], np.ndarray, dict[str, str], dict]:
-    """Member feature sets (``{backbone: FeatureSet}``) side by side over the posters they all have.
+    """Member feature sets (``{member: FeatureSet}``, a member being ``NAME`` or ``NAME@HxW``) side
+    by side over the posters they all have.
 
     Returns ``(ids, values, failed, spec)``: ``failed`` merges the members' unreadable posters, and
     ``spec`` lists each member's spec with its column span, so that a saved model knows which
@@ -56,7 +60,7 @@ def join_features(members: dict[str, object]) -> tuple[list[str], np.ndarray, di
         "backbone": "+".join(members),
         "weights": "+".join(str(feature_set.spec.get("weights")) for feature_set in sets),
         "members": [
-            {**dict(feature_set.spec), "backbone": name, "columns": list(span)}
+            {**dict(feature_set.spec), "member": name, "columns": list(span)}
             for (name, feature_set), span in zip(members.items(), spans, strict=True)
         ],
     }

@@ -225,10 +225,13 @@ def extract_dataset_features(dataset, config, preprocessing, skip_missing: bool,
         weights=config.weights,
     )
     if config.is_ensemble:
-        from postergenre.training.config import member_preprocessing
+        from postergenre.training.config import member_preprocessing, split_member
         from postergenre.training.ensemble import join_features
 
-        members = {name: extract(name, preprocessing=pre) for name, pre in member_preprocessing(config).items()}
+        members = {
+            member: extract(split_member(member)[0], preprocessing=pre)
+            for member, pre in member_preprocessing(config).items()
+        }
         ids, values, failed, spec = join_features(members)
         drop_images(dataset, failed, skip=skip_missing)
         return Features(ids, values, spec)
@@ -338,6 +341,7 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         # An ensemble's backbones: what each reads, where its columns are, its ONNX file in the run.
         "members": [
             {
+                "member": member["member"],
                 "backbone": member["backbone"],
                 "preprocessing": member["preprocessing"],
                 "columns": member["columns"],
@@ -365,11 +369,12 @@ def copy_backbone(run_dir: Path, config, preprocessing) -> None:
     """The frozen backbone (each of an ensemble's) as ONNX inside the run folder, hard-linked when
     the file system allows."""
     from postergenre.features.onnx_export import export_backbone
-    from postergenre.training.config import member_preprocessing
+    from postergenre.training.config import member_preprocessing, split_member
 
     members = member_preprocessing(config) if config.is_ensemble else {config.backbone: preprocessing}
-    for k, (name, member) in enumerate(members.items()):
-        link_or_copy(export_backbone(name, member, weights=config.weights), run_dir / member_onnx_name(k))
+    for k, (member, member_input) in enumerate(members.items()):
+        source = export_backbone(split_member(member)[0], member_input, weights=config.weights)
+        link_or_copy(source, run_dir / member_onnx_name(k))
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -575,10 +580,10 @@ def run_features(model: SavedModel, dataset, ids: list[str], weights: str | None
     if info.get("members"):
         from postergenre.training.ensemble import join_features
 
-        members = {
-            m["backbone"]: extract(m["backbone"], preprocessing=Preprocessing.from_dict(m["preprocessing"]))
-            for m in info["members"]
-        }
+        members = {}
+        for member in info["members"]:
+            preprocessing = Preprocessing.from_dict(member["preprocessing"])
+            members[member.get("member", member["backbone"])] = extract(member["backbone"], preprocessing=preprocessing)
         ids, values, failed, spec = join_features(members)
         features = Features(ids, values, spec)
     else:
