@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,20 +42,16 @@ def write_report(
     y_true=None,
     y_score=None,
     genres: list[str] | None = None,
-    extra_sections: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]] = (),
+    extra_sections: list[tuple[str, str]] = (),
 ) -> Path:
     """Write the plots (PNG) and report.html into ``out_dir``; return the path of report.html.
 
     The ROC and precision-recall curves need ``y_true``, ``y_score`` and ``genres``; without them the
-    report says where the curves would be. ``extra_sections`` ((title, html) pairs) may be a function
-    returning them, called once the plots are drawn: sections made on another thread (explained
-    posters, say) are then made while the plots draw.
+    report says where the curves would be.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = save_plots(out_dir, metrics, history=history, y_true=y_true, y_score=y_score, genres=genres)
-    if callable(extra_sections):
-        extra_sections = extra_sections()
     page = render_report(metrics, model_info=model_info, images=images, extra_sections=extra_sections)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")

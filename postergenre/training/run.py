@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -481,7 +480,8 @@ def evaluate_run(
         features = run_folder_features(run_dir, {i: dataset.image_paths[i] for i in ids}, progress=progress)
     if features is None:
         features = run_features(model, dataset, ids, config.get("weights"), progress)
-    ids = [i for i in ids if i in set(features.ids)]
+    have = set(features.ids)
+    ids = [i for i in ids if i in have]
     if not ids:
         raise DataError(f"{dataset.csv_path}: no poster to evaluate on; check the dataset and its images")
     text = poster_text(model, dataset, ids, progress)
@@ -494,26 +494,14 @@ def evaluate_run(
     metrics.update(evaluated_on(dataset, own, len(ids), skipped))
     metrics_path = out_dir / METRICS_JSON
     write_json(metrics_path, metrics)
-    sections = []
+    sections = explained_examples(run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres)
     if own:
         from postergenre.training.fusion import text_section
 
-        sections = text_section(model.info)
-    # Grad-CAM of the explained posters (torch, which lets go of the GIL) runs while the plots draw.
-    with ThreadPoolExecutor(1, thread_name_prefix="explain") as pool:
-        examples = pool.submit(
-            explained_examples, run_dir, [dataset.image_paths[i] for i in ids], y_true, y_score, genres
-        )
-        report = write_run_report(
-            out_dir,
-            metrics,
-            model,
-            run_dir if own else None,
-            y_true,
-            y_score,
-            genres,
-            extra_sections=lambda: sections + examples.result(),
-        )
+        sections = text_section(model.info) + sections
+    report = write_run_report(
+        out_dir, metrics, model, run_dir if own else None, y_true, y_score, genres, extra_sections=sections
+    )
     return Evaluation(metrics, metrics_path, report)
 
 
