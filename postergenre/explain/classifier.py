@@ -117,11 +117,12 @@ class GenreClassifier(nn.Module):
         or [] for an image-only model."""
         if self.text is None:
             return []
-        from postergenre.inference.predictor import ocr_settings, text_functions
+        from postergenre.inference.predictor import ocr_settings, text_features_for, text_functions
 
-        ocr_posters, text_features = text_functions()
+        ocr_posters, _ = text_functions()
         ocr = ocr_posters({"poster": Path(path)}, settings=ocr_settings(self.text), workers=1, progress=False)
-        _, values = text_features(ocr, min_confidence=float(self.text["min_confidence"]))
+        # The features as prediction reads them: from the store of text features when it has them.
+        _, values, _ = text_features_for({"poster": Path(path)}, self.text)
         self.poster_text = torch.from_numpy(np.asarray(values[:1], dtype=np.float32))
         return list(ocr["poster"])
 
