@@ -32,6 +32,7 @@ heads (image, text, concat) on 1 thread:
 So the defaults are a 256-wide MLP at lr 3e-4 (as good, three times faster: the warm pipeline is
 mostly head training), and late fusion, which beat concatenation on validation in every run above
 and needs no head of its own on top of the image and text heads (``--fusion auto`` tries both).
+Early stopping waits 6 epochs, not 10: both stopped both heads at the same best epoch.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class TrainConfig:
     gamma_pos: float = 0.0
     clip: float = 0.05
     epochs: int = 200
-    patience: int = 10
+    # Measured on the default features (image and text heads): patience 4, 6 and 10 stopped at the same
+    # best epochs (29 and 50) with the same figures; 6 leaves a margin and saves 4 epochs a head.
+    patience: int = 6
     # 1e-3 overfits within 3-5 epochs on ~5k posters; 1e-4 peaks at epoch 40-100, 3e-4 at 20-40.
     lr: float = 3e-4
     weight_decay: float = 1e-2
