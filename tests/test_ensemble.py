@@ -285,3 +285,17 @@ def test_one_backbone_at_two_sizes_trains_and_predicts_at_each_size(monkeypatch,
     joined = np.hstack([fake_extract_features({"p": image}, "fake", preprocessing=pre).values for pre in sizes])
     expected = SavedModel.load(run).probabilities(joined)[0]
     np.testing.assert_allclose([predicted[g] for g in info["genres"]], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_an_ensemble_run_again_gives_its_figures(monkeypatch, tmp_path, dataset):
+    """Check that evaluate, extracting each backbone's features afresh, reproduces the figures train wrote."""
+    install_doubles(monkeypatch, tmp_path)
+    run = tmp_path / "run"
+    backbone = "efficientnet_lite0+mobilenet_v2@48x32"
+    assert cli_main(monkeypatch, ["-q", "train", str(dataset), "--out", str(run), "--backbone", backbone, *FAST]) == 0
+    trained = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "again"
+    assert cli_main(monkeypatch, ["-q", "evaluate", str(run), "--out", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["per_genre"] == trained["per_genre"]
+    assert again["n_samples"] == trained["n_samples"]
