@@ -8,7 +8,9 @@ Passes, on ``--n`` posters of the shared dataset spread evenly over its ids:
    to 736 px on the shorter side, classifies orientation, recognises 6 crops at a time). Slow and
    thorough, so its words are also the reference for recall;
 2. tuned, 1 process x all cores' threads, then N processes x 1 thread (``ocr_posters``, caching
-   into a temporary folder, so this includes hashing, process start-up and cache writes).
+   into a temporary folder, so this includes hashing, process start-up and cache writes);
+3. the same N processes with the models as the package ships them (``fuse=False``), so that the
+   ratio of fused to shipped is measured in one run, and the posters whose lines differ counted.
 
 Word recall: of the words the default pass read on the first ``--recall-n`` posters, the share
 the tuned pass also read. Counted are words of four letters or more that are whole words of the
@@ -140,6 +142,11 @@ def main() -> int:
     report("tuned, 1 process x all threads", len(posters), wall, cpu)
     tuned, wall, cpu = tuned_pass(posters, workers=workers)
     tuned_rate = report(f"tuned, {workers} processes x 1 thread", len(posters), wall, cpu)
+
+    shipped, wall, cpu = tuned_pass(posters, workers=workers, settings=OcrSettings(fuse=False))
+    shipped_rate = report(f"tuned, shipped models, {workers} processes", len(posters), wall, cpu)
+    differ = sum(tuned[id_] != shipped[id_] for id_ in posters)
+    print(f"fused models over shipped: {tuned_rate / shipped_rate:.2f}x; posters whose lines differ: {differ}")
 
     ids = list(posters)[: args.recall_n]
     known = vocabulary()
