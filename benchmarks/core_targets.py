@@ -1,6 +1,6 @@
 """Every figure of the transfer-learning core beside its target, on the shared dataset.
 
-    python benchmarks/core_targets.py [--data DIR] [--quick [N]] [--throughput-n N] [--no-ensemble]
+    python benchmarks/core_targets.py [--data DIR] [--quick [N]] [--throughput-n N] [--no-ensemble] [--work DIR]
 
 Runs, as a user would, in fresh processes with the default settings:
 
@@ -30,6 +30,7 @@ average is printed: on a shared machine the timings are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -370,6 +371,12 @@ def parse_args() -> argparse.Namespace:
         help="posters for the extraction throughput ratio (default 1000; --quick: at most 300)",
     )
     parser.add_argument("--no-ensemble", action="store_true", help=f"skip the ensemble {ENSEMBLE} (about 5 minutes)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        metavar="DIR",
+        help="keep the runs and caches in DIR, which must be empty or absent (default: a temporary folder, removed)",
+    )
     return parser.parse_args()
 
 
@@ -383,8 +390,15 @@ def main() -> int:
     throughput_n = args.throughput_n if comparable else min(args.throughput_n, 300, args.quick)
     print(f"core targets on {data}{'' if comparable else f' (QUICK: first {args.quick} posters)'}; {load_text()}")
 
-    with tempfile.TemporaryDirectory(prefix="core-targets-") as tmp:
-        work = Path(tmp)
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        print(f"--work {args.work}: expected an empty or absent folder, so that every cold run starts cold")
+        return 2
+    with contextlib.ExitStack() as stack:
+        if args.work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="core-targets-")))
+        else:
+            work = args.work.resolve()
+            work.mkdir(parents=True, exist_ok=True)
         cache = work / "cache"
         dataset_args = dataset_arguments(data, args.quick, work)
         figures, run = pipeline_figures(dataset_args, work)
