@@ -193,6 +193,19 @@ def test_poster_policy_sizes():
     assert extract_module.poster_preprocessing(scratch) == scratch
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (2, 7, 5, 3)])
+def test_normalize_scales_each_channel_and_puts_channels_first(shape):
+    """Check normalize gives (x / 255 - mean) / std, channels first and contiguous, for one image and a batch."""
+    preprocessing = Preprocessing((7, 5), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+
+    actual = preprocessing.normalize(pixels)
+
+    expected = (pixels / 255 - np.array(preprocessing.mean)) / np.array(preprocessing.std)
+    assert actual.dtype == np.float32 and actual.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(actual, np.moveaxis(expected, -1, -3), atol=1e-6)
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_values_are_read_only(tiny_backbone, posters, tmp_path, flip):
     """Check that returned features cannot be written through (they may map the cache file)."""

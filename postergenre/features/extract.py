@@ -272,7 +272,9 @@ def compute_missing(
             for view, store in stores.items():
                 chosen = [i for i, d in enumerate(digests) if d in missing[view]]
                 if chosen:
-                    store.append([digests[i] for i in chosen], forward(engine, inputs[chosen], view == "mirror"))
+                    # Usually every poster of the batch is missing: no copy of the batch then.
+                    batch = inputs if len(chosen) == len(digests) else inputs[chosen]
+                    store.append([digests[i] for i in chosen], forward(engine, batch, view == "mirror"))
             failures.update(failed)
             bar.update(len(digests) + len(failed))
     return failures

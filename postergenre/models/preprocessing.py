@@ -69,10 +69,19 @@ class Preprocessing:
         return image.crop((left, top, left + width, top + height))
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 HWC (or NHWC) pixels to a float32 CHW (or NCHW) network input."""
-        x = pixels.astype(np.float32) * (1 / 255)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.moveaxis(x, -1, -3).copy()
+        """uint8 HWC (or NHWC) pixels to a float32 CHW (or NCHW) network input, ``(x / 255 - mean) / std``."""
+        # One multiply-add per channel, written straight into the channels-first array: 0.11 against
+        # 0.52 ms a 256x160 poster for the plain expression, which passed over the image four times
+        # (a quarter of the decoding threads' work, which shares the cores with the forward pass).
+        pixels = np.asarray(pixels)
+        std = np.asarray(self.std, np.float64)
+        scale, offset = 1 / (255 * std), -np.asarray(self.mean, np.float64) / std
+        out = np.empty((*pixels.shape[:-3], pixels.shape[-1], *pixels.shape[-3:-1]), np.float32)
+        for channel in range(pixels.shape[-1]):
+            plane = out[..., channel, :, :]
+            np.multiply(pixels[..., channel], np.float32(scale[channel]), out=plane, dtype=np.float32)
+            plane += np.float32(offset[channel])
+        return out
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """A PIL image to a float32 array of shape (3, height, width)."""
