@@ -13,7 +13,7 @@ from PIL import Image
 
 from postergenre.errors import PosterGenreError
 from postergenre.models import backbones as registry
-from postergenre.models.backbones import Backbone, backbone_info, create_backbone, list_backbones
+from postergenre.models.backbones import POOLED_STAGES, Backbone, backbone_info, create_backbone, list_backbones
 
 ALL = list_backbones()
 BUNDLED = [name for name in ALL if registry.REGISTRY[name].weights == "bundled"]
@@ -98,6 +98,42 @@ def test_forward_shapes(backbone):
     assert maps.ndim == 4 and maps.shape[0] == 2
     assert features.shape == (2, backbone.num_features)
     assert torch.isfinite(maps).all() and torch.isfinite(features).all()
+
+
+@torch.no_grad()
+def test_pooled_stages_append_the_stage_averages_nearest_first(backbone):
+    """Check pooled stages give the last stage's average, then each earlier stage's, nearest first, and
+    that num_features counts them; 0 gives the last stage's average alone."""
+    if type(backbone).forward is not Backbone.forward:
+        with pytest.raises(ValueError, match="expected pooled_stages=0"):
+            backbone.set_pooled_stages(1)
+        return
+    backbone = copy.deepcopy(backbone).eval()
+    images = _images()
+    outputs, x = [], images
+    for _, stage in backbone.stages():
+        x = stage(x)
+        outputs.append(x.mean(dim=(2, 3)))
+
+    backbone.set_pooled_stages(2)
+    assert backbone.num_features == sum(o.shape[1] for o in outputs[-3:])
+    torch.testing.assert_close(backbone(images), torch.cat([outputs[-1], outputs[-2], outputs[-3]], 1))
+    backbone.set_pooled_stages(0)
+    torch.testing.assert_close(backbone(images), outputs[-1])
+    with pytest.raises(ValueError, match=r"pooled_stages must be 0 to \d+"):
+        backbone.set_pooled_stages(len(outputs))
+
+
+def test_lite_backbones_pool_three_stages_by_default_and_say_so_without_building():
+    """Check the EfficientNet-Lite family pools three stages by default (the measured choice), the others
+    none, that backbone_info says so, and that pooled_stages=0 asks for the last stage alone."""
+    for name in ALL:
+        expected = POOLED_STAGES if name.startswith("efficientnet_lite") else 0
+        assert backbone_info(name)["pooled_stages"] == expected
+    lite0 = create_backbone("efficientnet_lite0", pretrained=False)
+    assert (lite0.pooled_stages, lite0.num_features) == (3, 1280 + 320 + 192 + 112)
+    alone = create_backbone("efficientnet_lite0", pretrained=False, pooled_stages=0)
+    assert (alone.pooled_stages, alone.num_features) == (0, 1280)
 
 
 def test_parameter_count_matches_the_reference(backbone):

@@ -201,3 +201,47 @@ def test_bad_input_size_is_a_usage_error(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli_main(monkeypatch, ["train", "--out", "x", "--input-size", "big"])
     assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_pooled_stages_travel_from_training_to_evaluation_and_explanation(monkeypatch, dataset, tmp_path):
+    """Check a real lite0 run records its pooled stages in model.json (3 by default, 0 when asked), its
+    backbone.onnx gives features of that width, evaluate re-extracts them and matches train, explain builds
+    the same backbone, and a model.json written before pooled stages existed still means 0."""
+    import onnxruntime as ort
+
+    from postergenre.explain.classifier import load_classifier
+
+    size = ["--input-size", "64x32"]
+    widths = {}
+    for pooled, run in ((None, tmp_path / "pooled"), ("0", tmp_path / "alone")):
+        extra = [*size, *(["--pooled-stages", pooled] if pooled else [])]
+        assert train(monkeypatch, dataset, run, *extra) == 0
+        info = json.loads((run / "model.json").read_text())
+        session = ort.InferenceSession(str(run / "backbone.onnx"), providers=["CPUExecutionProvider"])
+        (features,) = session.run(None, {"input": np.zeros((1, 3, 64, 32), np.float32)})
+        widths[info["pooled_stages"]] = (info["head"]["num_features"], features.shape[1])
+        assert load_classifier(run).backbone.pooled_stages == info["pooled_stages"]
+        trained = json.loads((run / "metrics.json").read_text())["macro_roc_auc"]
+        assert cli_main(monkeypatch, ["-q", "evaluate", str(run), "--out", str(run / "again")]) == 0
+        again = json.loads((run / "again" / "metrics.json").read_text())["macro_roc_auc"]
+        assert again == pytest.approx(trained, abs=1e-6)
+    assert widths == {3: (1904, 1904), 0: (1280, 1280)}
+
+    alone = tmp_path / "alone"
+    info = json.loads((alone / "model.json").read_text())
+    del info["pooled_stages"]
+    (alone / "model.json").write_text(json.dumps(info))
+    assert load_classifier(alone).backbone.num_features == 1280
+    assert cli_main(monkeypatch, ["-q", "evaluate", str(alone), "--out", str(alone / "old")]) == 0
+
+
+def test_pooled_stages_refused_where_only_the_last_stage_is_pooled():
+    """Check --pooled-stages is refused with fine-tuning and with the from-scratch CNN, and must not be negative."""
+    from postergenre.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="--fine-tune pools the last stage only"):
+        TrainConfig(fine_tune=1, pooled_stages=2)
+    with pytest.raises(ValueError, match="custom_cnn pools the last stage only"):
+        TrainConfig(backbone="custom_cnn", pooled_stages=1, text="off")
+    with pytest.raises(ValueError, match="0 or more"):
+        TrainConfig(pooled_stages=-1)

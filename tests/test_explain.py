@@ -129,9 +129,34 @@ def test_grad_cam_equals_the_textbook_computation(lite0, poster):
     lite0.zero_grad(set_to_none=True)
 
     maps, ours_logits = gradcam._forward_keeping_maps(classifier, x)
-    ours = gradcam._coarse_cam(maps, ours_logits[0, 4], flip=False)
+    head_maps, _ = maps[0]  # the Grad-CAM stage comes first, then the pooled stages
+    ours = gradcam._coarse_cam(head_maps, ours_logits[0, 4], flip=False)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in lite0.parameters())
+
+
+def test_stage_maps_decompose_a_linear_heads_logit(lite0, poster):
+    """Check the maps of the Grad-CAM stage and of every pooled stage, summed over positions, give a
+    linear head's logit less its bias: no evidence the head reads is left out of the heatmap."""
+    assert lite0.pooled_stages == 3
+    classifier = _classifier(lite0, size=(96, 64))
+    maps, logits = gradcam._forward_keeping_maps(classifier, classifier.input_tensor(poster))
+
+    assert [stage_maps[0].shape[1] for stage_maps, _ in maps] == [1280, 320, 192, 112]
+    total = sum(float(gradcam._signed_cam(m, logits[0, 2], flip=False).sum()) for m, _ in maps)
+    assert total == pytest.approx(float((logits[0, 2] - classifier.head.bias[2]).detach()), rel=1e-4, abs=1e-5)
+
+
+def test_a_head_reading_only_a_pooled_stage_still_gets_a_heatmap(lite0, poster):
+    """Check a head whose weights read only the earliest pooled stage's columns gets a map (the map
+    is not the last stage's alone), and a note says the stages are summed."""
+    classifier = _classifier(lite0)
+    with torch.no_grad():
+        classifier.head.weight[:, : lite0.num_features - 112] = 0
+    explanation = explain_image(classifier, poster, top=1)
+
+    assert explanation.cams[0].heatmap.max() == pytest.approx(1.0)
+    assert any("pool the 3 stages before the last" in note for note in explanation.notes)
 
 
 def test_flip_model_maps_mirror_with_the_poster(lite0, poster):

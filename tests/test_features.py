@@ -48,7 +48,7 @@ def tiny_backbone(monkeypatch):
     """Route backbone creation to TinyBackbone (``weights`` picks its seed) and count the posters computed."""
     computed = []
 
-    def build(name, *, pretrained=True, weights=None):
+    def build(name, *, pretrained=True, weights=None, pooled_stages=None):
         return TinyBackbone(name, seed=weights or 0)
 
     real_forward = extract_module.forward
@@ -338,3 +338,24 @@ def test_digests_of_settled_files_are_kept_on_disk(tmp_path, monkeypatch):
     assert cache.content_digest(old) == expected[old]
     assert cache.content_digest(fresh) == expected[fresh]
     assert hashed == [b"just written"]
+
+
+def test_pooled_stages_are_cached_apart_and_start_with_the_last_stage(posters, tmp_path):
+    """Check lite0's features with and without pooled stages are cached apart (each in its own store and
+    ONNX file), both match PyTorch, and the pooled ones start with the last stage's average."""
+    from postergenre.models.backbones import create_backbone
+
+    small = extract_module.default_preprocessing("efficientnet_lite0").with_policy("stretch", (64, 32))
+    cache = tmp_path / "cache"
+    kwargs = {"preprocessing": small, "cache_dir": cache, "progress": False}
+    alone = extract_features(posters, "efficientnet_lite0", pooled_stages=0, **kwargs)
+    pooled = extract_features(posters, "efficientnet_lite0", **kwargs)
+
+    assert alone.values.shape == (6, 1280) and pooled.values.shape == (6, 1904)
+    assert "pooled_stages" not in alone.spec and pooled.spec["pooled_stages"] == 3
+    assert pooled.spec["n_computed"] == 6 and len(list((cache / "features").iterdir())) == 2
+    assert sorted(p.name.endswith("-pooled3.onnx") for p in (cache / "onnx").glob("*.onnx")) == [False, True]
+    np.testing.assert_allclose(pooled.values[:, :1280], alone.values, atol=1e-4)
+    backbone = create_backbone("efficientnet_lite0").eval()
+    expected = reference_features(backbone, posters["tt0000002"], small)
+    np.testing.assert_allclose(pooled.select(["tt0000002"])[0], expected, atol=1e-4)

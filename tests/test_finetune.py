@@ -40,9 +40,9 @@ def _one_thread(one_torch_thread):
 
 
 def _backbone(name: str):
-    """The backbone with its bundled weights; random ones for those whose weights only the user has (the
-    prefix/tail split does not depend on the values)."""
-    return create_backbone(name, pretrained=get_spec(name).weights == "bundled").eval()
+    """The backbone as fine-tuning builds it (the last stage pooled alone), with its bundled weights; random
+    ones for those whose weights only the user has (the prefix/tail split does not depend on the values)."""
+    return create_backbone(name, pretrained=get_spec(name).weights == "bundled", pooled_stages=0).eval()
 
 
 def _batch(n: int = 3, seed: int = 0) -> torch.Tensor:
@@ -363,7 +363,7 @@ def test_explain_uses_the_tuned_backbone(runs, mode):
     state = classifier.backbone.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in saved)
     bundled = classifier_from_parts(
-        create_backbone("efficientnet_lite0"),
+        create_backbone("efficientnet_lite0", pooled_stages=0),
         classifier.head,
         classifier.genres,
         classifier.thresholds,

@@ -75,7 +75,7 @@ def write_fake_onnx(path: Path, input_size: tuple[int, int] = INPUT_SIZE) -> Pat
 
 
 def make_fake_export(folder: Path):
-    def fake_export_onnx(backbone, preprocessing, weights=None):
+    def fake_export_onnx(backbone, preprocessing, weights=None, pooled_stages=None):
         height, width = preprocessing.input_size
         return write_fake_onnx(folder / f"{backbone}-{height}x{width}.onnx", (height, width))
 

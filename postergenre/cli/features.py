@@ -29,6 +29,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="average each poster's features with its mirror image's (default: the measured best)",
     )
+    parser.add_argument(
+        "--pooled-stages",
+        type=int,
+        metavar="N",
+        help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
+        "choice, 3 for EfficientNet-Lite, 0 for the others)",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="posters per forward pass")
     parser.add_argument("--all", action="store_true", help="also the posters that have no labels")
     parser.add_argument("--weights", metavar="FILE", help="weights file for the backbone (default: its bundled ones)")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         device=args.device,
         weights=args.weights,
+        pooled_stages=args.pooled_stages,
     )
     seconds = time.perf_counter() - start
 

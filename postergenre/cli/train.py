@@ -57,6 +57,13 @@ def add_parser(subparsers) -> None:
         help=f"average features with the mirror image's (default: {'on' if default('flip') else 'off'})",
     )
     parser.add_argument(
+        "--pooled-stages",
+        type=int,
+        metavar="N",
+        help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
+        "choice, 3 for EfficientNet-Lite, 0 for the others)",
+    )
+    parser.add_argument(
         "--augment",
         action="store_true",
         default=None,
@@ -149,6 +156,7 @@ def build_config(args: argparse.Namespace):
         "resize": args.resize,
         "input_size": args.input_size,
         "flip": args.flip,
+        "pooled_stages": args.pooled_stages,
         "augment": args.augment,
         "fine_tune": args.fine_tune,
         "epochs": args.epochs,

@@ -207,7 +207,10 @@ def load_classifier(run_dir: str | Path) -> GenreClassifier:
     head, info = load_head(run_dir)
     if info.get("members"):
         backbone = EnsembleBackbone(
-            [create_backbone(member["backbone"]) for member in info["members"]],
+            [
+                create_backbone(member["backbone"], pooled_stages=member.get("pooled_stages", 0))
+                for member in info["members"]
+            ],
             [Preprocessing.from_dict(member["preprocessing"]) for member in info["members"]],
         )
     else:
@@ -265,7 +268,7 @@ def _run_backbone(run_dir: Path, info: dict) -> Backbone:
     # TODO: check the rebuilt backbone against model.json's weights identity (a digest) once the
     # features package's digest function is merged, so that a run is never explained with weights
     # other than those it was trained on.
-    return create_backbone(info["backbone"], weights=weights)
+    return create_backbone(info["backbone"], weights=weights, pooled_stages=info.get("pooled_stages", 0))
 
 
 def _weights_location(value) -> str | None:

@@ -87,13 +87,15 @@ def explain_image(
 
 
 def _genre_cam(classifier, maps, logits, probabilities, index: int, poster_size: tuple[int, int]) -> GenreCam:
-    if classifier.is_ensemble:
-        members = zip(maps, classifier.backbone.preprocessing, strict=True)
+    if len(maps) > 1:
+        # Several stages give evidence (an ensemble's backbones, pooled stages): their signed maps in
+        # logit per position, each carried onto the poster at its own resolution, summed before the ReLU.
         heatmap = normalise(
-            np.sum([_density(m, logits[0, index], classifier.flip, pre, poster_size) for m, pre in members], axis=0)
+            np.sum([_density(m, logits[0, index], classifier.flip, pre, poster_size) for m, pre in maps], axis=0)
         )
     else:
-        heatmap = to_poster(_coarse_cam(maps, logits[0, index], classifier.flip), classifier.preprocessing, poster_size)
+        ((stage_maps, preprocessing),) = maps
+        heatmap = to_poster(_coarse_cam(stage_maps, logits[0, index], classifier.flip), preprocessing, poster_size)
     return GenreCam(
         genre=classifier.genres[index],
         index=index,
@@ -121,6 +123,13 @@ def reading_notes(classifier: GenreClassifier) -> list[str]:
         notes.append(
             f"The model is an ensemble of {len(classifier.backbone.members)} backbones, each reading the poster at its "
             "own input; the map sums their last stages' evidence."
+        )
+    backbones = classifier.backbone.members if classifier.is_ensemble else [classifier.backbone]
+    pooled = max(backbone.pooled_stages for backbone in backbones)
+    if pooled:
+        notes.append(
+            f"The features also pool the {pooled} stages before the last; the map sums the evidence of each, "
+            "every stage's map carried onto the poster at its own resolution."
         )
     if classifier.text is not None:
         notes.append(
@@ -161,16 +170,27 @@ def _check_indices(indices: list[int], genres: list[str]) -> list[int]:
 
 
 def _forward_keeping_maps(classifier: GenreClassifier, x) -> tuple[list, torch.Tensor]:
-    """Logits (1, n_genres), and the Grad-CAM stage's maps as graph leaves (one per view: poster, mirror);
-    for an ensemble, one such list per backbone."""
-    backbones = classifier.backbone.members if classifier.is_ensemble else [classifier.backbone]
-    stages = [dict(backbone.stages())[backbone.gradcam_layer] for backbone in backbones]
+    """Logits (1, n_genres), and ``[(maps, preprocessing)]``: for each stage whose pooled output the
+    head reads (every backbone's Grad-CAM stage and its pooled stages), its maps as graph leaves (one
+    per view: poster, mirror) and the preprocessing of the backbone it belongs to."""
+    if classifier.is_ensemble:
+        backbones = zip(classifier.backbone.members, classifier.backbone.preprocessing, strict=True)
+    else:
+        backbones = [(classifier.backbone, classifier.preprocessing)]
+    stages = [(stage, preprocessing) for backbone, preprocessing in backbones for stage in evidence_stages(backbone)]
     with contextlib.ExitStack() as stack:
         stack.enter_context(evaluating(classifier))
-        maps = [stack.enter_context(_maps_as_leaves(stage)) for stage in stages]
+        maps = [(stack.enter_context(_maps_as_leaves(stage)), preprocessing) for stage, preprocessing in stages]
         stack.enter_context(torch.enable_grad())
         logits = classifier(x)
-    return (maps if classifier.is_ensemble else maps[0]), logits
+    return maps, logits
+
+
+def evidence_stages(backbone) -> list[torch.nn.Module]:
+    """The stages whose maps the features pool: the Grad-CAM stage, then the backbone's pooled stages."""
+    stages = backbone.stages()
+    pooled = [module for _, module in stages[len(stages) - 1 - backbone.pooled_stages : -1]]
+    return [dict(stages)[backbone.gradcam_layer], *pooled[::-1]]
 
 
 @contextlib.contextmanager

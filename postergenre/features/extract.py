@@ -76,10 +76,10 @@ class FeatureSet:
         return np.asarray(self.values[[position[id_] for id_ in ids]])
 
 
-def _build_backbone(name: str, *, pretrained: bool = True, weights=None):
+def _build_backbone(name: str, *, pretrained: bool = True, weights=None, pooled_stages: int | None = None):
     from postergenre.models.backbones import create_backbone
 
-    return create_backbone(name, pretrained=pretrained, weights=weights)
+    return create_backbone(name, pretrained=pretrained, weights=weights, pooled_stages=pooled_stages)
 
 
 def _native_preprocessing(name: str) -> Preprocessing:
@@ -308,6 +308,7 @@ def extract_features(
     device: str | None = None,
     weights=None,
     cut: int | None = None,
+    pooled_stages: int | None = None,
 ) -> FeatureSet:
     """Pooled ``backbone`` features of the posters ``image_paths`` ({id: file}), from the cache where it has them.
 
@@ -316,6 +317,9 @@ def extract_features(
     :func:`~postergenre.features.cache.cache_dir`. ``device``: ``"cpu"`` (ONNX Runtime), ``"cuda"``
     (PyTorch); default the GPU if there is one. Posters that cannot be read are reported in
     ``failed``; the others are still returned.
+
+    ``pooled_stages``: the stages before the last whose pooled outputs join the features (default:
+    the backbone's registered choice, see :func:`~postergenre.models.backbones.create_backbone`).
 
     ``cut`` (a stage number) returns instead the activation maps that enter that stage, flattened to
     ``(n_samples, C*h*w)`` float16 (see :mod:`postergenre.features.activations`); ``spec["map_shape"]``
@@ -329,7 +333,7 @@ def extract_features(
     workers = min(4, os.cpu_count() or 1)
     start = time.perf_counter()
 
-    model = _build_backbone(backbone, weights=weights).eval()
+    model = _build_backbone(backbone, weights=weights, pooled_stages=0 if cut is not None else pooled_stages).eval()
     preprocessing = preprocessing or poster_preprocessing(model.preprocessing)
     if cut is not None:
         from postergenre.features.activations import BackbonePrefix
@@ -343,6 +347,8 @@ def extract_features(
         "num_features": int(model.num_features),
         **(model.spec() if cut is not None else {}),
     }
+    if getattr(model, "pooled_stages", 0):  # absent when 0, so that features cached before stay valid
+        spec["pooled_stages"] = int(model.pooled_stages)
     what = "features" if cut is None else f"activations before {model.stage}"
     stores = open_stores(root, spec, flip)
 

@@ -36,7 +36,8 @@ def weights_digest(backbone) -> str:
 def onnx_path(root: Path, backbone, input_size: tuple[int, int], digest: str) -> Path:
     """Where the export of these weights at this input size lives under the cache folder ``root``."""
     height, width = input_size
-    return Path(root) / "onnx" / f"{backbone.name}-{digest}-{height}x{width}.onnx"
+    pooled = f"-pooled{backbone.pooled_stages}" if getattr(backbone, "pooled_stages", 0) else ""
+    return Path(root) / "onnx" / f"{backbone.name}-{digest}-{height}x{width}{pooled}.onnx"
 
 
 def export_onnx(backbone, input_size: tuple[int, int], path: Path) -> Path:
@@ -125,8 +126,11 @@ def onnx_backbone(root: Path, backbone, input_size: tuple[int, int], digest: str
     return session
 
 
-def export_backbone(backbone: str, preprocessing, weights=None, cache_dir: Path | None = None) -> Path:
-    """The ONNX file of a registered backbone at ``preprocessing``'s input size (exported once, cached).
+def export_backbone(
+    backbone: str, preprocessing, weights=None, cache_dir: Path | None = None, pooled_stages: int | None = None
+) -> Path:
+    """The ONNX file of a registered backbone at ``preprocessing``'s input size (exported once, cached),
+    its features pooled as ``pooled_stages`` says (default: the backbone's registered choice).
 
     This is the file that feature extraction runs; a run folder keeps a copy so that predicting
     needs neither torch nor the cache.
@@ -134,7 +138,7 @@ def export_backbone(backbone: str, preprocessing, weights=None, cache_dir: Path 
     from postergenre.features.cache import cache_dir as default_cache_dir
     from postergenre.models.backbones import create_backbone
 
-    model = create_backbone(backbone, weights=weights).eval()
+    model = create_backbone(backbone, weights=weights, pooled_stages=pooled_stages).eval()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = onnx_path(root, model, preprocessing.input_size, weights_digest(model))
     if onnx_backbone(root, model, preprocessing.input_size, weights_digest(model)) is None:

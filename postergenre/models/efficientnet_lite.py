@@ -53,7 +53,7 @@ class EfficientNetLite(Backbone):
         self._blocks = network._blocks
         self._conv_head, self._bn1 = network._conv_head, network._bn1
         self._fc = network._fc.requires_grad_(False)  # ImageNet classifier: for checks, never trained here
-        self.num_features = self._bn1.num_features
+        self.num_features = self._bn1.num_features  # the last stage alone; set_pooled_stages adds more
         self._set_stages(self._stage_views(network._global_params.drop_connect_rate or 0.0))
 
     def _stage_views(self, drop_connect_rate: float) -> list[tuple[str, nn.Module]]:
@@ -72,7 +72,7 @@ class EfficientNetLite(Backbone):
         return stages
 
     def _imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fc(self.forward(x))
+        return self._fc(self.forward_features(x).mean(dim=(2, 3)))
 
 
 def bundled_weights(variant: str) -> Path:

@@ -92,7 +92,7 @@ class MobileNetV2(Backbone):
                 nn.init.zeros_(module.bias)
 
     def _imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward(x))
+        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
 
 
 def bundled_weights() -> Path:

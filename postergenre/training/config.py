@@ -78,6 +78,9 @@ class TrainConfig:
     resize: str = "stretch"
     input_size: tuple[int, int] | None = None  # None: the backbone's, reshaped to a poster for stretch/pad
     flip: bool = False
+    # Stages before the last whose pooled outputs join the features; None: the backbone's registered
+    # choice (3 for EfficientNet-Lite, measured in postergenre.models.backbones; 0 elsewhere).
+    pooled_stages: int | None = None
     # Random flip, mild crop and colour jitter of the posters; only when the backbone trains on images.
     augment: bool = False
     # Train the backbone's last K stages (blocks) with the head, on cached activations; 0: frozen backbone.
@@ -137,6 +140,13 @@ class TrainConfig:
             raise ValueError(
                 f"poster text is fused with cached image features; {IMAGE_BACKBONE} trains on images, "
                 "so use --no-text with it or choose a pretrained backbone"
+            )
+        if self.pooled_stages is not None and self.pooled_stages < 0:
+            raise ValueError(f"pooled_stages must be 0 or more, got {self.pooled_stages}")
+        if self.pooled_stages and (self.from_images or self.fine_tune):
+            raise ValueError(
+                f"--pooled-stages {self.pooled_stages} applies to frozen pretrained backbones; "
+                f"{'--fine-tune' if self.fine_tune else IMAGE_BACKBONE} pools the last stage only: drop it"
             )
         if self.is_ensemble:
             self._check_ensemble()

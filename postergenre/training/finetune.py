@@ -128,7 +128,8 @@ def train_fine_tuned(dataset, config, preprocessing, split, genres, *, skip_miss
     from postergenre.models.backbones import create_backbone
     from postergenre.training.run import Features
 
-    backbone = create_backbone(config.backbone, weights=config.weights).eval()
+    # The tail's own last stage is pooled: stages before the cut are cached maps, not features.
+    backbone = create_backbone(config.backbone, weights=config.weights, pooled_stages=0).eval()
     cut = cut_index(backbone, config.fine_tune)
     start = time.perf_counter()
     activations, failed = cache_activations(dataset, config, preprocessing, cut, progress)

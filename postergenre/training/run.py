@@ -222,6 +222,7 @@ def extract_dataset_features(dataset, config, preprocessing, skip_missing: bool,
         batch_size=config.feature_batch_size,
         progress=progress,
         weights=config.weights,
+        pooled_stages=config.pooled_stages,
     )
     if config.is_ensemble:
         from postergenre.training.config import member_preprocessing, split_member
@@ -324,6 +325,8 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
         "backbone": config.backbone,
         "weights": spec.get("weights", config.weights),
         "preprocessing": preprocessing.to_dict(),
+        # Stages before the last whose pooled outputs are in the features (0 in runs saved before it existed).
+        "pooled_stages": int(spec.get("pooled_stages", 0)),
         "flip": config.flip,
         "augment": config.augment,
         "trained_backbone": config.trains_backbone,
@@ -343,6 +346,7 @@ def describe_model(run_dir, config, result, genres, thresholds, prevalence, prep
                 "member": member["member"],
                 "backbone": member["backbone"],
                 "preprocessing": member["preprocessing"],
+                "pooled_stages": int(member.get("pooled_stages", 0)),
                 "columns": member["columns"],
                 "onnx": member_onnx_name(k),
             }
@@ -372,7 +376,9 @@ def copy_backbone(run_dir: Path, config, preprocessing) -> None:
 
     members = member_preprocessing(config) if config.is_ensemble else {config.backbone: preprocessing}
     for k, (member, member_input) in enumerate(members.items()):
-        source = export_backbone(split_member(member)[0], member_input, weights=config.weights)
+        source = export_backbone(
+            split_member(member)[0], member_input, weights=config.weights, pooled_stages=config.pooled_stages
+        )
         link_or_copy(source, run_dir / member_onnx_name(k))
 
 
@@ -571,11 +577,15 @@ def run_features(model: SavedModel, dataset, ids: list[str], weights: str | None
         members = {}
         for member in info["members"]:
             preprocessing = Preprocessing.from_dict(member["preprocessing"])
-            members[member.get("member", member["backbone"])] = extract(member["backbone"], preprocessing=preprocessing)
+            members[member.get("member", member["backbone"])] = extract(
+                member["backbone"], preprocessing=preprocessing, pooled_stages=member.get("pooled_stages", 0)
+            )
         ids, values, failed, spec = join_features(members)
         features = Features(ids, values, spec)
     else:
-        feature_set = extract(info["backbone"], preprocessing=model.preprocessing())
+        feature_set = extract(
+            info["backbone"], preprocessing=model.preprocessing(), pooled_stages=info.get("pooled_stages", 0)
+        )
         failed = dict(feature_set.failed)
         values = np.asarray(feature_set.values, dtype=np.float32)
         features = Features(list(feature_set.ids), values, dict(feature_set.spec))
