@@ -174,7 +174,10 @@ def test_top_k_explains_the_most_probable_genres(lite0, poster):
     expected = list(np.argsort(-explanation.probabilities)[:3])
     assert [cam.index for cam in explanation.cams] == expected
     assert [cam.threshold for cam in explanation.cams] == [classifier.thresholds[k] for k in expected]
-    assert explanation.caption == "Grad-CAM at efficientnet_lite0 stage 'head' (last conv stage)"
+    assert explanation.caption == (
+        "Grad-CAM at efficientnet_lite0 stages 'head + stage7, stage6, stage5' "
+        "(last conv stage and pooled stages, summed)"
+    )
 
 
 def test_a_head_with_no_evidence_gives_zeros_not_nan(lite0, poster):
@@ -561,7 +564,7 @@ def test_explain_writes_one_panel_per_genre(fake_run, poster, capsys):
     poster.save(fake_run.parent / "poster.jpg")
     assert main(["-q", "explain", str(fake_run), "poster.jpg", "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert "Grad-CAM at efficientnet_lite0 stage 'head' (last conv stage)" in out
+    assert "Grad-CAM at efficientnet_lite0 stages 'head + stage7, stage6, stage5' (last conv stage and pooled" in out
     assert out.count("probability") == 3 and "wrote" in out
     figure = Image.open(fake_run.parent / "poster_explain.png")
     assert figure.width > 3 * render.fit_height(poster, render.PANEL_HEIGHT).width
@@ -815,7 +818,8 @@ def test_explained_examples_html_embeds_heatmaps(lite0):
     assert section.count("<h3>") == 2
     assert section.count('src="data:image/jpeg;base64,') == section.count("<figure")
     assert 2 <= section.count("<figure") <= 8
-    assert "Grad-CAM (Selvaraju et al. 2017) at efficientnet_lite0 stage 'head'" in section
+    intro = "Grad-CAM (Selvaraju et al. 2017) at efficientnet_lite0 stage 'head + stage7, stage6, stage5' (last conv"
+    assert intro in section
 
 
 def test_explained_examples_html_checks_its_inputs(lite0):

@@ -58,6 +58,8 @@ class Explanation:
 
     @property
     def caption(self) -> str:
+        if "+" in self.layer:  # the last conv stage and the pooled stages before it
+            return f"Grad-CAM at {self.backbone} stages '{self.layer}' (last conv stage and pooled stages, summed)"
         return f"Grad-CAM at {self.backbone} stage '{self.layer}' (last conv stage)"
 
 
@@ -83,7 +85,17 @@ def explain_image(
     cams = [_genre_cam(classifier, maps, logits, probabilities, index, image.size) for index in indices]
     backbone = classifier.backbone
     notes = reading_notes(classifier)
-    return Explanation(probabilities, cams, layer=backbone.gradcam_layer, backbone=backbone.name, notes=notes)
+    return Explanation(probabilities, cams, layer=evidence_layers(backbone), backbone=backbone.name, notes=notes)
+
+
+def evidence_layers(backbone) -> str:
+    """The names of the stages a heatmap sums: ``head``, or ``head + stage7, stage6, stage5``."""
+    members = backbone.members if hasattr(backbone, "members") else [backbone]
+    pooled = max(member.pooled_stages for member in members)
+    if not pooled:
+        return backbone.gradcam_layer
+    stages = [name for name, _ in members[0].stages()]
+    return f"{backbone.gradcam_layer} + {', '.join(stages[-2 : -2 - pooled : -1])}"
 
 
 def _genre_cam(classifier, maps, logits, probabilities, index: int, poster_size: tuple[int, int]) -> GenreCam:
