@@ -29,6 +29,9 @@ heads (image, text, concat) on 1 thread:
     512, 3e-4          0.780 / 0.746  0.686 / 0.702  0.796 / 0.781  0.803 / 0.787  0.323         35
     256, 3e-4          0.780 / 0.748  0.692 / 0.699  0.801 / 0.785  0.805 / 0.790  0.327         27
 
+(Both tables were measured on the last stage's pooled features alone, before the stages before it
+joined them; see :data:`postergenre.models.backbones.POOLED_STAGES`.)
+
 So the defaults are a 256-wide MLP at lr 3e-4 (as good, three times faster: the warm pipeline is
 mostly head training), and late fusion, which beat concatenation on validation in every run above
 and needs no head of its own on top of the image and text heads (``--fusion auto`` tries both).
