@@ -42,3 +42,14 @@ def add_min_test_positives_argument(parser: argparse.ArgumentParser) -> None:
         help="genres with fewer test positives are shown but flagged and kept out of the macro figures "
         "(default: 10); lower it only for tiny datasets, where every figure is noisy",
     )
+
+
+def add_pooled_stages_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pooled-stages N``, shared by the commands that compute features, so that they cache the same ones."""
+    parser.add_argument(
+        "--pooled-stages",
+        type=int,
+        metavar="N",
+        help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
+        "choice, 3 for EfficientNet-Lite, 0 for the others)",
+    )

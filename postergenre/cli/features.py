@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from postergenre.cli.common import add_dataset_arguments, load_dataset_from_args
+from postergenre.cli.common import add_dataset_arguments, add_pooled_stages_argument, load_dataset_from_args
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -29,13 +29,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="average each poster's features with its mirror image's (default: the measured best)",
     )
-    parser.add_argument(
-        "--pooled-stages",
-        type=int,
-        metavar="N",
-        help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
-        "choice, 3 for EfficientNet-Lite, 0 for the others)",
-    )
+    add_pooled_stages_argument(parser)
     parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="posters per forward pass")
     parser.add_argument("--all", action="store_true", help="also the posters that have no labels")
     parser.add_argument("--weights", metavar="FILE", help="weights file for the backbone (default: its bundled ones)")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from postergenre.cli.common import add_dataset_arguments, add_min_test_positives_argument, load_dataset_from_args
+from postergenre.cli.common import (
+    add_dataset_arguments,
+    add_min_test_positives_argument,
+    add_pooled_stages_argument,
+    load_dataset_from_args,
+)
 
 # The resize policies of postergenre.models.preprocessing, written out so that --help does not
 # import PIL; a test keeps them equal.
@@ -56,13 +61,7 @@ def add_parser(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         help=f"average features with the mirror image's (default: {'on' if default('flip') else 'off'})",
     )
-    parser.add_argument(
-        "--pooled-stages",
-        type=int,
-        metavar="N",
-        help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
-        "choice, 3 for EfficientNet-Lite, 0 for the others)",
-    )
+    add_pooled_stages_argument(parser)
     parser.add_argument(
         "--augment",
         action="store_true",

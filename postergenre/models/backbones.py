@@ -175,46 +175,29 @@ class BackboneSpec:
 POOLED_STAGES = 3
 
 
-def _lite_description(size: str, resolution: int) -> str:
-    return (
-        f"EfficientNet-Lite{size} (ReLU6, no squeeze-excitation), ImageNet weights converted from the TF "
-        f"release; {resolution}x{resolution} input"
+def _lite_spec(size: str, resolution: int, pooled_widths: tuple[int, ...]) -> BackboneSpec:
+    """EfficientNet-Lite``size``, with its bundled weights and :data:`POOLED_STAGES` pooled stages."""
+    assert len(pooled_widths) == POOLED_STAGES, "one width per pooled stage"
+    return BackboneSpec(
+        name=f"efficientnet_lite{size}",
+        description=f"EfficientNet-Lite{size} (ReLU6, no squeeze-excitation), ImageNet weights converted from the "
+        f"TF release; {resolution}x{resolution} input",
+        builder="postergenre.models.efficientnet_lite:build",
+        preprocessing=Preprocessing((resolution, resolution), LITE_MEAN, LITE_STD),
+        num_features=1280 + sum(pooled_widths),
+        weights="bundled",
+        options={"variant": f"efficientnet-lite{size}"},
+        pooled_stages=POOLED_STAGES,
     )
 
 
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
-        BackboneSpec(
-            name="efficientnet_lite0",
-            description=_lite_description("0", 224),
-            builder="postergenre.models.efficientnet_lite:build",
-            preprocessing=Preprocessing((224, 224), LITE_MEAN, LITE_STD),
-            num_features=1904,  # 1280 + the pooled stages
-            weights="bundled",
-            options={"variant": "efficientnet-lite0"},
-            pooled_stages=POOLED_STAGES,
-        ),
-        BackboneSpec(
-            name="efficientnet_lite1",
-            description=_lite_description("1", 240),
-            builder="postergenre.models.efficientnet_lite:build",
-            preprocessing=Preprocessing((240, 240), LITE_MEAN, LITE_STD),
-            num_features=1904,  # 1280 + the pooled stages
-            weights="bundled",
-            options={"variant": "efficientnet-lite1"},
-            pooled_stages=POOLED_STAGES,
-        ),
-        BackboneSpec(
-            name="efficientnet_lite2",
-            description=_lite_description("2", 260),
-            builder="postergenre.models.efficientnet_lite:build",
-            preprocessing=Preprocessing((260, 260), LITE_MEAN, LITE_STD),
-            num_features=1960,  # 1280 + the pooled stages
-            weights="bundled",
-            options={"variant": "efficientnet-lite2"},
-            pooled_stages=POOLED_STAGES,
-        ),
+        # The widths of stage5, stage6 and stage7, pooled beside the 1280 of the head.
+        _lite_spec("0", 224, pooled_widths=(112, 192, 320)),
+        _lite_spec("1", 240, pooled_widths=(112, 192, 320)),
+        _lite_spec("2", 260, pooled_widths=(120, 208, 352)),
         BackboneSpec(
             name="mobilenet_v2",
             description="MobileNetV2 (width 1.0), torchvision's ImageNet weights; 224x224 input",
