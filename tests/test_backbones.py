@@ -124,11 +124,11 @@ def test_pooled_stages_append_the_stage_averages_nearest_first(backbone):
         backbone.set_pooled_stages(len(outputs))
 
 
-def test_lite_backbones_pool_three_stages_by_default_and_say_so_without_building():
-    """Check the EfficientNet-Lite family pools three stages by default (the measured choice), the others
-    none, that backbone_info says so, and that pooled_stages=0 asks for the last stage alone."""
+def test_bundled_backbones_pool_three_stages_by_default_and_say_so_without_building():
+    """Check the backbones with bundled ImageNet weights pool three stages by default (the measured choice),
+    the others none, that backbone_info says so, and that pooled_stages=0 asks for the last stage alone."""
     for name in ALL:
-        expected = POOLED_STAGES if name.startswith("efficientnet_lite") else 0
+        expected = POOLED_STAGES if backbone_info(name)["weights"] == "bundled" else 0
         assert backbone_info(name)["pooled_stages"] == expected
     lite0 = create_backbone("efficientnet_lite0", pretrained=False)
     assert (lite0.pooled_stages, lite0.num_features) == (3, 1280 + 320 + 192 + 112)

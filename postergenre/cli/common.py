@@ -51,5 +51,5 @@ def add_pooled_stages_argument(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="stages before the last whose pooled outputs join the features (default: the backbone's measured "
-        "choice, 3 for EfficientNet-Lite, 0 for the others)",
+        "choice: 3 for the bundled ImageNet backbones, 0 for the others)",
     )

@@ -82,7 +82,7 @@ class TrainConfig:
     input_size: tuple[int, int] | None = None  # None: the backbone's, reshaped to a poster for stretch/pad
     flip: bool = False
     # Stages before the last whose pooled outputs join the features; None: the backbone's registered
-    # choice (3 for EfficientNet-Lite, measured in postergenre.models.backbones; 0 elsewhere).
+    # choice (3 for the bundled ImageNet backbones, measured in postergenre.models.backbones; 0 elsewhere).
     pooled_stages: int | None = None
     # Random flip, mild crop and colour jitter of the posters; only when the backbone trains on images.
     augment: bool = False
