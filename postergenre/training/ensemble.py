@@ -19,8 +19,9 @@ Measured on the shared dataset (standard split; 256-wide MLP heads; lite2 at 320
     one head over lite0 + mobilenet_v2 + lite2 0.785 / 0.760 / 0.313   0.813 / 0.794 / 0.353
     lite0@320x224 + mobilenet_v2 + lite1 + lite2                       0.822 / 0.803 / 0.352
 
-With the stages before the last pooled too (postergenre.models.backbones.POOLED_STAGES; lite0 and
-lite2, not mobilenet_v2), lite0@320x224 + mobilenet_v2 + lite2 with text measured 0.811 / 0.363 on test.
+With the stages before the last pooled too (postergenre.models.backbones.POOLED_STAGES),
+lite0@320x224 + mobilenet_v2 + lite2 with text measured 0.811 / 0.363 on test, whether mobilenet_v2
+pooled its stages or not.
 
 Each backbone costs its own extraction (cold, on 7.2k posters and 2 cores: about 90 s for lite0 or
 mobilenet_v2 at 256x160, 150 s for lite0 at 320x224, 160 s for lite2) and its own head in every warm
