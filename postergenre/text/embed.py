@@ -204,15 +204,14 @@ def stored_text_features(
     """
     from postergenre.cache import cache_root
     from postergenre.features.cache import FeatureStore
-    from postergenre.text.ocr import _content_keys, ocr_posters, package_version
-    from postergenre.text.ocr_models import FUSION_VERSION
+    from postergenre.text.ocr import _content_keys, fusion_version, ocr_posters, package_version
 
     spec = {
         "backbone": "poster_text",
         "format": TEXT_FEATURES_FORMAT,
         "ocr": settings.to_dict(),
         "ocr_version": package_version(),
-        "ocr_fused": FUSION_VERSION,
+        "ocr_fused": fusion_version(settings),
         "min_confidence": float(min_confidence),
         "model": MODEL_NAME,
         "model_version": _model_version(),

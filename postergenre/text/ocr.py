@@ -358,6 +358,12 @@ def _content_keys(image_paths: dict[str, Path]) -> dict[str, str]:
     return keys
 
 
+def fusion_version(settings: OcrSettings) -> int:
+    """Which rewrite of the models read the text (0: as shipped); part of the caches' keys, so that a
+    changed rewrite does not reuse what an older one read."""
+    return FUSION_VERSION if settings.fuse else 0
+
+
 def open_ocr_store(settings: OcrSettings, cache_dir: Path | str | None = None):
     """The cache of OCR results for these settings and the installed package version."""
     from postergenre.cache import cache_root
@@ -369,7 +375,7 @@ def open_ocr_store(settings: OcrSettings, cache_dir: Path | str | None = None):
         "package": OCR_PACKAGE,
         "version": package_version(),
         "settings": settings.to_dict(),
-        "fused": FUSION_VERSION,
+        "fused": fusion_version(settings),
     }
     return RecordStore(root, spec)
 
