@@ -34,8 +34,8 @@ target needs less CPU still) and cost late fusion 0.003 validation and 0.006 tes
 / 0.782 against 0.807 / 0.788), so 400/10/12 stays the default.
 
 The models themselves run with their element-wise operators fused (``fuse``; see
-:mod:`postergenre.text.ocr_models`): 0.118 against 0.158 CPU s a poster at the defaults, the same
-lines on 200 of 200 posters.
+:mod:`postergenre.text.ocr_models`): 0.084 against 0.110 CPU s a poster at the defaults (400 posters,
+two processes, benchmarks/ocr_throughput.py), and the same lines on all 400.
 
 Orientation classification is off: poster text is upright. Each poster is read on its own, so
 its lines do not depend on which posters it was processed with, and are cached per poster (see
