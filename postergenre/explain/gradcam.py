@@ -58,9 +58,8 @@ class Explanation:
 
     @property
     def caption(self) -> str:
-        if "+" in self.layer:  # the last conv stage and the pooled stages before it
-            return f"Grad-CAM at {self.backbone} stages '{self.layer}' (last conv stage and pooled stages, summed)"
-        return f"Grad-CAM at {self.backbone} stage '{self.layer}' (last conv stage)"
+        stage = "stages" if "+" in self.layer else "stage"
+        return f"Grad-CAM at {self.backbone} {stage} '{self.layer}' ({layers_kind(self.layer)})"
 
 
 def grad_cam(classifier: GenreClassifier, image: Image.Image, genre_index: int) -> tuple[np.ndarray, float]:
@@ -88,14 +87,23 @@ def explain_image(
     return Explanation(probabilities, cams, layer=evidence_layers(backbone), backbone=backbone.name, notes=notes)
 
 
+def members(backbone) -> list:
+    """The backbones of an ensemble, or the one backbone."""
+    return list(backbone.members) if hasattr(backbone, "members") else [backbone]
+
+
 def evidence_layers(backbone) -> str:
     """The names of the stages a heatmap sums: ``head``, or ``head + stage7, stage6, stage5``."""
-    members = backbone.members if hasattr(backbone, "members") else [backbone]
-    pooled = max(member.pooled_stages for member in members)
+    pooled = max(member.pooled_stages for member in members(backbone))
     if not pooled:
         return backbone.gradcam_layer
-    stages = [name for name, _ in members[0].stages()]
+    stages = [name for name, _ in members(backbone)[0].stages()]
     return f"{backbone.gradcam_layer} + {', '.join(stages[-2 : -2 - pooled : -1])}"
+
+
+def layers_kind(layers: str) -> str:
+    """What :func:`evidence_layers` names, in words for a caption."""
+    return "last conv stage and pooled stages, summed" if "+" in layers else "last conv stage"
 
 
 def _genre_cam(classifier, maps, logits, probabilities, index: int, poster_size: tuple[int, int]) -> GenreCam:
@@ -136,8 +144,7 @@ def reading_notes(classifier: GenreClassifier) -> list[str]:
             f"The model is an ensemble of {len(classifier.backbone.members)} backbones, each reading the poster at its "
             "own input; the map sums their last stages' evidence."
         )
-    backbones = classifier.backbone.members if classifier.is_ensemble else [classifier.backbone]
-    pooled = max(backbone.pooled_stages for backbone in backbones)
+    pooled = max(backbone.pooled_stages for backbone in members(classifier.backbone))
     if pooled:
         notes.append(
             f"The features also pool the {pooled} stages before the last; the map sums the evidence of each, "

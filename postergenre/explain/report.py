@@ -94,13 +94,12 @@ def _introduction(classifier, per_kind: int) -> str:
             " The model also reads the poster's text, held fixed for the heatmap: magenta outlines mark the lines "
             "it read (OCR), numbered as in the caption; scores are the whole model's, text included."
         )
-    from postergenre.explain.gradcam import evidence_layers
+    from postergenre.explain.gradcam import evidence_layers, layers_kind
 
     layers = evidence_layers(backbone)
-    which = "last conv stage and pooled stages, summed" if "+" in layers else "last conv stage"
     return (
         f'<p class="note">Grad-CAM (Selvaraju et al. 2017) at {_e(backbone.name)} stage '
-        f"'{_e(layers)}' ({which}): warm colours mark where the evidence for the genre "
+        f"'{_e(layers)}' ({layers_kind(layers)}): warm colours mark where the evidence for the genre "
         f"lies. For each genre, the {per_kind} test posters the model was surest belong to it and do (right), "
         "then those it was surest belong to it and do not (false positive) or, when there are too few, the "
         f"positives it missed by the widest margin.{_e(text)}</p>"
