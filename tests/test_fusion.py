@@ -74,7 +74,10 @@ def text_run(doubles, text_data, tmp_path_factory) -> Path:
     from postergenre.training.run import train_run
 
     run = tmp_path_factory.mktemp("textrun") / "run"
-    train_run(load_dataset(text_data), TrainConfig(text="on", fusion="auto", **FAST), run, progress=False)
+    # Without a refit, the saved heads are those whose validation predictions the run wrote: prediction
+    # can then be checked against them (test_refit_trains_the_fused_heads_again covers the refit).
+    config = TrainConfig(text="on", fusion="auto", refit=False, **FAST)
+    train_run(load_dataset(text_data), config, run, progress=False)
     return run
 
 
@@ -104,6 +107,27 @@ def test_text_run_records_settings_and_the_choice(text_run):
     assert (text_run / "text_head.safetensors").is_file() == (text["fusion"] == "late")
     report = (text_run / "report.html").read_text()
     assert "Poster text" in report and f"{choice['validation']['late']['macro_auc']:.3f}" in report
+
+
+@needs_text
+def test_refit_trains_the_fused_heads_again(doubles, text_data, tmp_path):
+    """Check a refit late-fusion run records the epochs of both heads, trained on train + validation, and
+    that its saved heads are new ones: validation probabilities differ from the first heads' predictions."""
+    from postergenre.data.dataset import load_dataset
+    from postergenre.inference.predictor import Predictor
+    from postergenre.training.run import train_run
+
+    run = tmp_path / "run"
+    train_run(load_dataset(text_data), TrainConfig(text="on", fusion="late", **FAST), run, progress=False)
+    info = read_json(run / "model.json")
+    split = pd.read_csv(run / "split.csv", index_col=0)["split"]
+    assert info["refit"]["posters"] == int((split != "test").sum())
+    assert info["refit"]["epochs"] == {"image": info["best_epoch"], "text": info["refit"]["epochs"]["text"]}
+    assert 1 <= info["refit"]["epochs"]["text"] <= FAST["epochs"]
+    assert read_json(run / "config.json")["refit"] is True
+    saved = pd.read_csv(run / "validation_predictions.csv", index_col="Id")
+    scores = Predictor.load(run).score_paths([text_data / "images" / f"{id_}.jpg" for id_ in saved.index])
+    assert np.abs(scores.probabilities - saved.to_numpy()).max() > 1e-3
 
 
 @needs_text

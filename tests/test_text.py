@@ -222,6 +222,38 @@ def test_poster_text_orders_lines_and_drops_unsure_ones():
     assert poster_text(lines, min_confidence=0.5) == "A NIGHTMARE STREET"
 
 
+def test_glued_words_are_split_and_real_words_and_names_kept():
+    """Check OCR's glued words come apart, while known words, names, short tokens and numbers stay whole."""
+    from postergenre.text.glued_words import split_glued_words
+
+    assert split_glued_words("Nobodydoeshimbetter. JAMESBOND 007") == "Nobody does him better JAMES BOND 007"
+    assert split_glued_words("Jack Nicholson Shirley MacLaine") == "Jack Nicholson Shirley MacLaine"
+    assert split_glued_words("together nowhere 2-D doeshim") == "together nowhere 2-D does him"
+    assert split_glued_words("") == ""
+
+
+def test_poster_text_splits_glued_words_only_when_asked():
+    """Check split_words changes the text a model reads, and that off is the text as OCR read it."""
+    lines = [_line("Takeyourpassion", 10), _line("HOUSE", 40)]
+    assert poster_text(lines) == "Takeyourpassion HOUSE"
+    assert poster_text(lines, split_words=True) == "Take your passion HOUSE"
+
+
+def test_stored_text_features_keep_split_and_unsplit_text_apart(posters):
+    """Check the stored features of split text are a store of their own: one setting never reads the other's rows."""
+    from postergenre.text.embed import stored_text_features
+
+    glued = posters["word"].with_name("glued.jpg")
+    write_text_poster(glued, "DEADHOUSE")
+    paths = {"glued": glued}
+    _, as_read, _ = stored_text_features(paths, OcrSettings())
+    _, split, _ = stored_text_features(paths, OcrSettings(), split_words=True)
+    ocr = ocr_posters(paths, workers=1, progress=False)
+    assert poster_text(ocr["glued"]) == "DEADHOUSE"
+    np.testing.assert_allclose(split, text_features(ocr, split_words=True)[1], atol=1e-6)
+    assert float(as_read[0, :EMBEDDING_DIM] @ split[0, :EMBEDDING_DIM]) < 0.99
+
+
 def test_text_features_cache_and_offline_loading(monkeypatch, tmp_path):
     """Check the model loads with network connections refused, and a second call embeds nothing."""
 

@@ -194,6 +194,47 @@ def test_epoch_limit_reached_while_improving_warns():
     assert any("raise --epochs" in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("mode", TRAINERS)
+def test_training_without_validation_runs_every_epoch_and_keeps_the_last(mode):
+    """Check a refit's fit (no validation) trains exactly the epochs asked, as many steps as early stopping's."""
+    x, y = synthetic(300)
+    config = TrainConfig(mode=mode, epochs=5, patience=1, batch_size=64)
+    refit = TRAINERS[mode]((x, y), None, config)
+    assert refit.best_epoch == 5 and len(refit.history) == 5 and not refit.stopped_early
+    assert all(np.isfinite(row["loss"]) for row in refit.history)
+    # The same data and seed with a validation set that cannot stop it: the same weights.
+    kept = TRAINERS[mode]((x, y), (x, np.zeros_like(y)), config)
+    assert all(torch.equal(v, kept.head.state_dict()[k]) for k, v in refit.head.state_dict().items())
+
+
+def test_refit_trains_the_head_again_on_train_and_validation_for_the_chosen_epochs():
+    """Check refit_head trains on train + validation for the first fit's best epoch, and refit_choice swaps the head in."""
+    from types import SimpleNamespace
+
+    from postergenre.training.refit import refit_choice
+
+    x, y = synthetic(900)
+    ids = [str(k) for k in range(900)]
+    sides = {"train": (ids[:600], x[:600], y[:600]), "validation": (ids[600:], x[600:], y[600:])}
+    config = TrainConfig(epochs=40, patience=3, lr=1e-2)
+    first = train_multilabel(sides["train"][1:], sides["validation"][1:], config)
+    first_head = first.head
+    choice = SimpleNamespace(saved={"image": (first, sides)}, text_head=None)
+    info = refit_choice(choice, config)
+    assert info["epochs"] == {"image": first.best_epoch} and info["posters"] == 900
+    assert first.head is not first_head
+    expected = train_multilabel((x, y), None, TrainConfig(epochs=first.best_epoch, patience=3, lr=1e-2)).head
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in first.head.state_dict().items())
+
+
+def test_refit_is_refused_where_the_backbone_trains_and_off_there_by_default():
+    """Check --refit with a trained backbone is an error, and the default refits heads on cached features only."""
+    assert TrainConfig().refits and not TrainConfig(backbone="custom_cnn").refits
+    assert not TrainConfig(refit=False).refits
+    with pytest.raises(ValueError, match="drop --refit"):
+        TrainConfig(backbone="custom_cnn", refit=True)
+
+
 def test_train_preprocesses_as_the_features_command_does():
     """Check train's default input is the features command's (one cache), and --input-size and --resize apply."""
     from postergenre.features import default_preprocessing

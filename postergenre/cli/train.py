@@ -89,6 +89,12 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help=f"epochs without validation gain before stopping (default: {default('patience')})",
     )
+    parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        help="once validation has chosen the epochs, train the saved heads again on train + validation for as "
+        "many (default: on for heads on cached features, off when the backbone trains)",
+    )
     parser.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {default('lr')})")
     parser.add_argument(
         "--batch-size",
@@ -160,6 +166,7 @@ def build_config(args: argparse.Namespace):
         "fine_tune": args.fine_tune,
         "epochs": args.epochs,
         "patience": args.patience,
+        "refit": args.refit,
         "lr": args.lr,
         "batch_size": args.batch_size,
         "min_positives": args.min_positives,

@@ -133,7 +133,14 @@ def text_features_for(image_paths: dict, text: dict, *, progress: bool = False) 
     from postergenre.text.embed import stored_text_features
 
     min_confidence = float(text["min_confidence"])
-    return stored_text_features(image_paths, ocr_settings(text), min_confidence=min_confidence, progress=progress)
+    return stored_text_features(
+        image_paths, ocr_settings(text), min_confidence=min_confidence, split_words=splits_words(text), progress=progress
+    )
+
+
+def splits_words(text: dict) -> bool:
+    """Whether a text model's poster text had its glued words split (models saved before that option: no)."""
+    return bool(text.get("split_words", False))
 
 
 def ocr_settings(text: dict):
@@ -346,7 +353,10 @@ class Predictor:
 
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         lines = self.ocr_engine().read(bgr)
-        return text_features({"poster": lines}, min_confidence=float(self.model.text["min_confidence"]))[1]
+        text = self.model.text
+        return text_features(
+            {"poster": lines}, min_confidence=float(text["min_confidence"]), split_words=splits_words(text)
+        )[1]
 
     def ocr_engine(self):
         """The OCR engine with the model's settings, made once (loading its models takes a moment)."""

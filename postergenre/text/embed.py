@@ -133,9 +133,16 @@ def lines_read(lines: Sequence[TextLine], *, min_confidence: float = 0.5) -> lis
     return reading_order([line for line in lines if line.confidence >= min_confidence and line.text.strip()])
 
 
-def poster_text(lines: Sequence[TextLine], *, min_confidence: float = 0.5) -> str:
-    """The poster's lines at or above the confidence floor, in reading order, joined by spaces."""
-    return " ".join(line.text.strip() for line in lines_read(lines, min_confidence=min_confidence))
+def poster_text(lines: Sequence[TextLine], *, min_confidence: float = 0.5, split_words: bool = False) -> str:
+    """The poster's lines at or above the confidence floor, in reading order, joined by spaces;
+    with ``split_words``, words that OCR glued together split apart
+    (:func:`~postergenre.text.glued_words.split_glued_words`)."""
+    text = " ".join(line.text.strip() for line in lines_read(lines, min_confidence=min_confidence))
+    if split_words:
+        from postergenre.text.glued_words import split_glued_words
+
+        text = split_glued_words(text)
+    return text
 
 
 def open_embedding_store(cache_dir: Path | str | None = None):
@@ -166,17 +173,18 @@ def text_features(
     ocr: dict[str, list[TextLine]],
     *,
     min_confidence: float = 0.5,
+    split_words: bool = False,
     cache_dir: Path | str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """``(ids, values)``: one float32 row of 385 per poster of ``ocr``, in its order.
 
     Columns 0-383 are the unit-length MiniLM embedding of the poster's text (its lines at or above
-    ``min_confidence``, in reading order); column 384 is 1 when no such text exists, and then the
-    embedding part is all zeros. Embeddings are cached under ``cache_dir`` (default
+    ``min_confidence``, in reading order, glued words split with ``split_words``); column 384 is 1
+    when no such text exists, and then the embedding part is all zeros. Embeddings are cached under ``cache_dir`` (default
     ``<cache root>/text``) by text and model.
     """
     ids = list(ocr)
-    texts = [poster_text(ocr[id_], min_confidence=min_confidence) for id_ in ids]
+    texts = [poster_text(ocr[id_], min_confidence=min_confidence, split_words=split_words) for id_ in ids]
     vectors = _cached_embeddings(sorted({text for text in texts if text}), cache_dir)
     values = np.zeros((len(ids), NUM_TEXT_FEATURES), np.float32)
     for row, text in enumerate(texts):
@@ -192,6 +200,7 @@ def stored_text_features(
     settings,
     *,
     min_confidence: float = 0.5,
+    split_words: bool = False,
     progress: bool = False,
 ) -> tuple[list[str], np.ndarray, int]:
     """``(ids, text features (N, 385), posters whose OCR came from a cache)`` for ``{id: path}``.
@@ -217,6 +226,10 @@ def stored_text_features(
         "model_version": _model_version(),
         "num_features": NUM_TEXT_FEATURES,
     }
+    if split_words:  # absent when off, so that features stored before the option keep their folder
+        from postergenre.text.glued_words import version
+
+        spec["split_words"] = version()
     store = FeatureStore(cache_root() / "features", spec)
     keys = _content_keys(image_paths)
     first_with = {}  # one poster per content that the store lacks
@@ -227,7 +240,7 @@ def stored_text_features(
     n_cached = sum(key in store.rows for key in keys.values())
     if missing:
         ocr = ocr_posters(missing, settings=settings, progress=progress)
-        ids, values = text_features(ocr, min_confidence=min_confidence)
+        ids, values = text_features(ocr, min_confidence=min_confidence, split_words=split_words)
         store.append([keys[id_] for id_ in ids], values)
         n_cached += ocr.n_cached
     else:

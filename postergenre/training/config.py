@@ -100,6 +100,11 @@ class TrainConfig:
     # Measured on the default features (image and text heads): patience 4, 6 and 10 stopped at the same
     # best epochs (29 and 50) with the same figures; 6 leaves a margin and saves 4 epochs a head.
     patience: int = 6
+    # Once early stopping has chosen the epoch count (and thresholds and fusion weight are tuned on the
+    # validation predictions), train the saved heads again on train + validation for that many epochs
+    # (postergenre.training.refit). None: on for heads on cached features; off where the backbone
+    # trains, whose epochs cost minutes.
+    refit: bool | None = None
     # 1e-3 overfits within 3-5 epochs on ~5k posters; 1e-4 peaks at epoch 40-100, 3e-4 at 20-40.
     lr: float = 3e-4
     weight_decay: float = 1e-2
@@ -150,6 +155,11 @@ class TrainConfig:
             raise ValueError(
                 f"--pooled-stages {self.pooled_stages} applies to frozen pretrained backbones; "
                 f"{'--fine-tune' if self.fine_tune else IMAGE_BACKBONE} pools the last stage only: drop it"
+            )
+        if self.refit and self.trains_backbone:
+            raise ValueError(
+                "--refit trains a head on cached features again; "
+                f"{'--fine-tune' if self.fine_tune else IMAGE_BACKBONE} trains the backbone: drop --refit"
             )
         if self.is_ensemble:
             self._check_ensemble()
@@ -216,6 +226,11 @@ class TrainConfig:
         return self.from_images or self.fine_tune > 0
 
     @property
+    def refits(self) -> bool:
+        """Whether the saved heads are trained again on train + validation (``refit``, or its default)."""
+        return self.refit if self.refit is not None else not self.trains_backbone
+
+    @property
     def head_type(self) -> str:
         """The head class: a per-genre MLP keeps one small MLP per genre, nothing shared."""
         return "per_genre_mlp" if self.mode == "per-genre" and self.head == "mlp" else self.head
@@ -234,7 +249,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["input_size"] = list(self.input_size) if self.input_size else None
-        data["head_type"], data["hidden"] = self.head_type, self.hidden_size
+        data["head_type"], data["hidden"], data["refit"] = self.head_type, self.hidden_size, self.refits
         return data
 
 

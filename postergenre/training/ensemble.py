@@ -100,6 +100,7 @@ def train_ensemble(trainer, config, sides: dict, spans: list[tuple[int, int]]) -
         best_epoch=max(result.best_epoch for result in results.values()),
         stopped_early=all(result.stopped_early for result in results.values()),
         warnings=warnings,
+        members=results,
     )
 
 

@@ -45,6 +45,8 @@ class TrainResult:
     best_epoch: int
     stopped_early: bool
     warnings: list[str] = field(default_factory=list)
+    # An ensemble's: each backbone's own result, by member, whose best epochs a refit repeats.
+    members: dict[str, TrainResult] | None = None
 
 
 @dataclass
@@ -168,7 +170,9 @@ def fit(
     Args:
         head: a head whose standardisation is already set.
         loss_fn: per-element loss (N, G) from logits and targets.
-        train, validation: (features (N, D), labels (N, G) 0/1).
+        train, validation: (features (N, D), labels (N, G) 0/1); validation None trains every one
+            of ``settings.epochs`` and keeps the last (no early stopping: a refit's epoch count was
+            chosen before).
         settings: epochs, patience, learning rate, weight decay, batch size (0: full batch), seed.
         sample_mask: called once per epoch with the run's generator; gives a 0/1 (N, G) mask of
             which training labels count this epoch (rows with none are skipped).
@@ -200,7 +204,6 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
     rng = np.random.default_rng(settings.seed)
     x_train = torch.as_tensor(np.asarray(train[0], dtype=np.float32))
     y_train = torch.as_tensor(np.asarray(train[1], dtype=np.float32))
-    y_val = np.asarray(validation[1])
     cut = np.zeros(y_train.shape[1]) if decision_cut is None else np.asarray(decision_cut)
     optimizer = AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -209,13 +212,20 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
         start = time.perf_counter()
         mask = None if sample_mask is None else torch.as_tensor(sample_mask(rng), dtype=torch.float32)
         loss = train_one_epoch(head, loss_fn, optimizer, x_train, y_train, mask, settings.batch_size, rng)
+        if validation is None:  # a refit (postergenre.training.refit): every epoch runs, the last is kept
+            stopper.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start})
+            continue
         logits = predict_logits(head, validation[0])
-        row = epoch_row(epoch, loss, y_val, logits, cut, start)
+        row = epoch_row(epoch, loss, np.asarray(validation[1]), logits, cut, start)
         log_epoch(row, settings.epochs)
         if stopper.step(row):
             break
 
-    history, best_epoch = stopper.history, stopper.restore_best()
+    history = stopper.history
+    if validation is None:
+        head.eval()
+        return TrainResult(head, history, len(history), stopped_early=False)
+    best_epoch = stopper.restore_best()
     head.eval()
     return TrainResult(
         head, history, best_epoch, len(history) < settings.epochs, stopping_warnings(history, best_epoch)

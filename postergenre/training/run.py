@@ -1,14 +1,17 @@
 """A training run from dataset to run folder, and the evaluation of a saved run.
 
 ``train_run`` reads as its steps: choose the genres, split, extract (cached) features, train a
-head, tune thresholds on validation, save the model and the backbone, then evaluate on the test
-split with the same function that ``postergenre evaluate`` calls.
+head (with or without poster text) stopping early on validation, train it again on train +
+validation for the chosen epochs, tune thresholds on the first head's validation predictions, save
+the model and the backbone, then evaluate on the test split with the same function that
+``postergenre evaluate`` calls.
 
 A run folder holds:
 
 - ``config.json``: every resolved setting, the dataset paths, library versions;
 - ``split.csv``: which poster is on which side (pass it to ``--split`` to keep a test set);
-- ``history.csv``: one row per epoch;
+- ``history.csv``: one row per epoch of the head that early stopping chose (the refit has no
+  validation figures);
 - ``model.json`` and ``model.safetensors``: the saved head (no pickle anywhere);
 - ``backbone.onnx``: the frozen backbone, so that the run predicts on its own;
 - ``validation_predictions.csv``: validation probabilities, which the thresholds were tuned on;
@@ -104,6 +107,7 @@ def train_run(
     from postergenre.data.genres import select_genres
     from postergenre.training.config import resolve_preprocessing
     from postergenre.training.fusion import choose_text
+    from postergenre.training.refit import refit_choice
 
     run_dir = create_run_folder(out_dir)
     selection = select_genres(dataset.labels.loc[dataset.ids], config.min_positives)
@@ -112,6 +116,7 @@ def train_run(
     preprocessing = resolve_preprocessing(config)
     write_config(run_dir, config, dataset, selection, split_path)
     save_split_file(split, run_dir / SPLIT_CSV)
+    spans = []  # an ensemble's column span per backbone
 
     if config.from_images:
         from postergenre.training.images import train_on_images
@@ -140,6 +145,9 @@ def train_run(
     # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
     # The image head trains there, beside the text heads.
     text = choose_text(dataset, config, features, split, genres, train_image, progress)
+    # The thresholds and fusion weight come from the validation predictions of the heads chosen
+    # above; the heads saved are trained again on train + validation (postergenre.training.refit).
+    refit = refit_choice(text, config, spans) if config.refits else None
     # A trained backbone belongs to the image result, which text fusion may swap for a concat head's.
     trained_backbone = getattr(text.image_result, "backbone", None)
     result = text.result
@@ -150,7 +158,7 @@ def train_run(
     thresholds = tune_validation_thresholds(y_val, val_scores)
     prevalence = sides["train"][2].mean(0)
     info = describe_model(run_dir, config, result, genres, thresholds, prevalence, preprocessing, features.spec)
-    info.update(text.model_entries())
+    info.update(text.model_entries(), refit=refit)
     save_model(run_dir, result.head, info)
     text.save(run_dir)
     if config.trains_backbone:
