@@ -217,8 +217,8 @@ def word_dataset(root):
 
 def seed_ocr_cache(root, ocr: dict[str, list[TextLine]]) -> None:
     """Store these lines as the default-settings OCR of each poster, as a run of ``postergenre ocr`` would."""
+    from postergenre.records import sha256_hex
     from postergenre.text.ocr import OcrSettings, _to_record, open_ocr_store
-    from postergenre.text.store import sha256_hex
 
     store = open_ocr_store(OcrSettings())
     store.append(

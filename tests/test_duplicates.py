@@ -103,14 +103,36 @@ def test_near_duplicates_leave_out_identical_and_unrelated(posters):
 
 
 def test_near_duplicates_from_hand_made_hashes():
-    """Check the distance threshold exactly: 4 differing bits pair, 5 do not; chunking changes nothing."""
+    """Check the distance threshold exactly: 4 differing bits pair, 5 do not."""
     records = [_record("a", 0), _record("b", 0b1111), _record("c", 0b11111 << 10), _record("err", 0, error="bad")]
     assert near_duplicate_pairs(records) == [("a", "b", 4)]
     assert near_duplicate_pairs([_record("b", 0), _record("a", 0b1)]) == [("a", "b", 1)]  # smaller id first
     assert near_duplicate_pairs(records, max_distance=5) == [("a", "b", 4), ("a", "c", 5)]
-    many = [_record(f"id{k:03d}", (k % 7) << (k % 50)) for k in range(60)]
-    assert near_duplicate_pairs(many, chunk=7) == near_duplicate_pairs(many)
     assert near_duplicate_pairs([]) == []
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 4, 9, 16])
+def test_candidate_pairs_find_every_pair_that_all_pairs_find(max_distance):
+    """Check the multi-index search misses no pair within the distance that comparing every pair finds."""
+    from postergenre.data.duplicates import candidate_pairs, phash_distances_of_pairs
+
+    rng = np.random.default_rng(max_distance)
+    base = rng.integers(0, 2**63, size=40, dtype=np.uint64)
+    # Near copies of each base hash: k random bits flipped, k from 0 to 12.
+    flips = [
+        np.uint64(sum(1 << int(b) for b in rng.choice(64, size=k, replace=False))) for k in rng.integers(0, 13, 200)
+    ]
+    hashes = np.concatenate([base, base[rng.integers(0, 40, 200)] ^ np.array(flips, dtype=np.uint64)])
+    everything = phash_distances(hashes, hashes)
+    close = {(i, j) for i, j in zip(*np.nonzero(everything <= max_distance), strict=True) if i < j}
+    first, second = candidate_pairs(hashes, max_distance)
+    assert (first < second).all()
+    found = {
+        (i, j)
+        for i, j, d in zip(first, second, phash_distances_of_pairs(hashes, first, second), strict=True)
+        if d <= max_distance
+    }
+    assert found == close and len(close) > 0
 
 
 def test_poster_groups_unions_identical_and_near(posters):

@@ -131,6 +131,27 @@ def test_scan_records_size_digest_and_hash(tmp_path):
     assert len({r.phash for r in records}) == 3
 
 
+def test_a_second_scan_opens_only_the_posters_that_changed(tmp_path, monkeypatch):
+    """Check a scan reuses stored scans of unchanged posters (opening none), rescans a changed one and
+    matches a scan without the cache."""
+    from postergenre.data import images
+
+    paths = {f"tt{k}": tmp_path / f"tt{k}.jpg" for k in range(3)}
+    for k, path in enumerate(paths.values()):
+        write_poster(path, seed=k, size=(50 + k, 70))
+    first = scan_images(paths, progress=False)
+    opened = []
+    real_open = images.Image.open
+    monkeypatch.setattr(images.Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    assert scan_images(paths, progress=False) == first and opened == []
+
+    write_poster(paths["tt1"], seed=9, size=(60, 80))
+    again = scan_images(paths, progress=False)
+    assert opened == [paths["tt1"]]
+    assert again == scan_images(paths, progress=False, cache=False)
+    assert (again[1].width, again[1].height) == (60, 80) and again[1].sha256 != first[1].sha256
+
+
 def test_scan_records_errors_instead_of_raising(tmp_path):
     """Check that a scan records an error for every undecodable file and still scans the good ones."""
     bad = _bad_files(tmp_path)

@@ -19,10 +19,10 @@ from conftest import write_dataset
 
 from postergenre.data.images import ImageError
 from postergenre.errors import PosterGenreError
+from postergenre.records import RecordStore
 from postergenre.text import embed as embed_module
 from postergenre.text.embed import EMBEDDING_DIM, poster_text, text_features
 from postergenre.text.ocr import OcrSettings, TextLine, ocr_posters
-from postergenre.text.store import RecordStore
 from postergenre.text.words import telling_words
 
 POSTER_SIZE = (300, 450)

@@ -208,7 +208,7 @@ def test_training_without_validation_runs_every_epoch_and_keeps_the_last(mode):
 
 
 def test_refit_trains_the_head_again_on_train_and_validation_for_the_chosen_epochs():
-    """Check refit_head trains on train + validation for the first fit's best epoch, and refit_choice swaps the head in."""
+    """Check a refit trains on train + validation for the first fit's best epoch, and swaps the head in."""
     from types import SimpleNamespace
 
     from postergenre.training.refit import refit_choice

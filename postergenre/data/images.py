@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,13 +76,15 @@ def scan_image(id_: str, path: Path) -> ImageRecord:
     """Size, content digest and perceptual hash of one file; ``error`` set if it will not decode."""
     import imagehash
 
+    from postergenre.cache import content_digest
+
     try:
-        data = path.read_bytes()
+        n_bytes = path.stat().st_size
+        digest = content_digest(path)
     except OSError as exc:
         # Gone since the folder was listed, unreadable, or a folder: record it like any bad poster.
         return ImageRecord(id_, path, 0, "", error=f"cannot read the file ({exc.strerror})")
-    digest = hashlib.sha256(data).hexdigest()
-    if not data:
+    if not n_bytes:
         return ImageRecord(id_, path, 0, digest, error="empty file (0 bytes)")
     try:
         with Image.open(path) as image:
@@ -95,19 +96,70 @@ def scan_image(id_: str, path: Path) -> ImageRecord:
             phash = int(str(imagehash.phash(image)), 16)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         message = "not an image file" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        return ImageRecord(id_, path, len(data), digest, error=message)
-    return ImageRecord(id_, path, len(data), digest, width, height, phash)
+        return ImageRecord(id_, path, n_bytes, digest, error=message)
+    return ImageRecord(id_, path, n_bytes, digest, width, height, phash)
 
 
-def scan_images(paths: dict[str, Path], *, workers: int | None = None, progress: bool = True) -> list[ImageRecord]:
-    """Scan many posters in parallel threads (decoding and hashing release the GIL)."""
+def scan_images(
+    paths: dict[str, Path], *, workers: int | None = None, progress: bool = True, cache: bool = True
+) -> list[ImageRecord]:
+    """Scan many posters in parallel threads (decoding and hashing release the GIL).
+
+    With ``cache``, a poster whose content was scanned before is not opened: its size and
+    perceptual hash come from the cache folder's scan store (keyed by the file's digest, which a
+    stat finds for files hashed before). That was 4 of a warm train's 21 seconds on the shared
+    dataset. Files that failed are scanned again, so their messages stay current.
+    """
     from tqdm.auto import tqdm
 
+    from postergenre.cache import save_digests
+
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    items = list(paths.items())
+    store = open_scan_store() if cache else None
+    found = dict(_stored_records(paths, store)) if store is not None else {}
+    items = [(id_, path) for id_, path in paths.items() if id_ not in found]
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda item: scan_image(*item), items, chunksize=16)
-        return list(tqdm(results, total=len(items), desc="scanning posters", unit="img", disable=not progress))
+        scanned = list(tqdm(results, total=len(items), desc="scanning posters", unit="img", disable=not progress))
+    save_digests()
+    if store is not None:
+        store.append((r.sha256, [r.width, r.height, f"{r.phash:016x}"]) for r in scanned if r.error is None)
+    found.update((r.id, r) for r in scanned)
+    return [found[id_] for id_ in paths]
+
+
+# Bump when what a stored scan means changes (the perceptual hash's algorithm or size).
+SCAN_FORMAT = 1
+
+
+def open_scan_store():
+    """The cache of scans (width, height, perceptual hash) keyed by content digest, or None if the
+    cache folder cannot be used (the scan then reads every file)."""
+    from importlib.metadata import version
+
+    from postergenre.cache import cache_root
+    from postergenre.records import RecordStore
+
+    try:
+        return RecordStore(cache_root() / "scans", {"format": SCAN_FORMAT, "imagehash": version("imagehash")})
+    except OSError:
+        return None
+
+
+def _stored_records(paths: dict[str, Path], store):
+    """``(id, ImageRecord)`` for the posters whose digest is known without reading and whose scan is stored."""
+    from postergenre.cache import known_digest
+
+    for id_, path in paths.items():
+        try:
+            digest = known_digest(path)
+            n_bytes = path.stat().st_size
+        except OSError:
+            continue
+        value = store.get(digest) if digest else None
+        if value is not None:
+            width, height, phash = value
+            yield id_, ImageRecord(id_, path, n_bytes, digest, int(width), int(height), int(phash, 16))
 
 
 def records_to_frame(records: Iterable[ImageRecord]):

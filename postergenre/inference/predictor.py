@@ -134,7 +134,11 @@ def text_features_for(image_paths: dict, text: dict, *, progress: bool = False) 
 
     min_confidence = float(text["min_confidence"])
     return stored_text_features(
-        image_paths, ocr_settings(text), min_confidence=min_confidence, split_words=splits_words(text), progress=progress
+        image_paths,
+        ocr_settings(text),
+        min_confidence=min_confidence,
+        split_words=splits_words(text),
+        progress=progress,
     )
 
 

@@ -148,7 +148,7 @@ def poster_text(lines: Sequence[TextLine], *, min_confidence: float = 0.5, split
 def open_embedding_store(cache_dir: Path | str | None = None):
     """The cache of text embeddings for the bundled model, keyed by a hash of the text."""
     from postergenre.cache import cache_root
-    from postergenre.text.store import RecordStore
+    from postergenre.records import RecordStore
 
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "text"
     spec = {"format": EMBED_FORMAT, "model": MODEL_NAME, "package": MODEL_PACKAGE, "version": _model_version()}
@@ -156,7 +156,7 @@ def open_embedding_store(cache_dir: Path | str | None = None):
 
 
 def _cached_embeddings(texts: list[str], cache_dir: Path | str | None) -> dict[str, np.ndarray]:
-    from postergenre.text.store import sha256_hex
+    from postergenre.records import sha256_hex
 
     store = open_embedding_store(cache_dir)
     keys = {text: sha256_hex(text) for text in texts}
@@ -180,8 +180,8 @@ def text_features(
 
     Columns 0-383 are the unit-length MiniLM embedding of the poster's text (its lines at or above
     ``min_confidence``, in reading order, glued words split with ``split_words``); column 384 is 1
-    when no such text exists, and then the embedding part is all zeros. Embeddings are cached under ``cache_dir`` (default
-    ``<cache root>/text``) by text and model.
+    when no such text exists, and then the embedding part is all zeros. Embeddings are cached
+    under ``cache_dir`` (default ``<cache root>/text``) by text and model.
     """
     ids = list(ocr)
     texts = [poster_text(ocr[id_], min_confidence=min_confidence, split_words=split_words) for id_ in ids]

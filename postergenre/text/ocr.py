@@ -367,7 +367,7 @@ def fusion_version(settings: OcrSettings) -> int:
 def open_ocr_store(settings: OcrSettings, cache_dir: Path | str | None = None):
     """The cache of OCR results for these settings and the installed package version."""
     from postergenre.cache import cache_root
-    from postergenre.text.store import RecordStore
+    from postergenre.records import RecordStore
 
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "ocr"
     spec = {

@@ -1,8 +1,8 @@
 """Poster text beside the image: OCR text features fused with the image features, chosen on validation.
 
 A poster's text (its OCR lines at or above a confidence floor, in reading order, words that OCR
-glued together split apart) becomes 385 text features: a MiniLM sentence embedding plus a no-text flag (:mod:`postergenre.text.embed`). Two
-ways to fuse them with the image features:
+glued together split apart) becomes 385 text features: a MiniLM sentence embedding plus a no-text
+flag (:mod:`postergenre.text.embed`). Two ways to fuse them with the image features:
 
 - ``late`` (the default): an image head and a text head trained apart (side by side, one core
   each), their logits blended as ``w * image + (1 - w) * text`` with ``w`` in [0, 1] tuned on

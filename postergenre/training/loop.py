@@ -27,6 +27,8 @@ from postergenre.training.optim import AdamW
 
 logger = logging.getLogger(__name__)
 
+# Seeds the dropout masks' generator beside the run's seed (any constant other than none).
+DROPOUT_STREAM = 1
 # Validation AUC must rise by more than this to count as an improvement for early stopping.
 MIN_DELTA = 1e-4
 
@@ -92,11 +94,15 @@ def balanced_accuracy(y_true: np.ndarray, logits: np.ndarray, cut: np.ndarray) -
 
 
 @torch.no_grad()
-def predict_logits(head: nn.Module, features: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """The head's logits for (N, D) features, in evaluation mode (no dropout)."""
+def predict_logits(
+    head: nn.Module, features: np.ndarray | torch.Tensor, batch_size: int = 4096, *, standardised: bool = False
+) -> np.ndarray:
+    """The head's logits for (N, D) features, in evaluation mode (no dropout); ``standardised``: the
+    features went through ``head.standardise`` already."""
     head.eval()
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    return torch.cat([head(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+    forward = head.forward_standardised if standardised else head
+    return torch.cat([forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
 
 
 @contextlib.contextmanager
@@ -190,7 +196,8 @@ def own_dropout_generator(head: nn.Module, seed: int) -> Iterator[None]:
     from postergenre.training.heads import ByteDropout
 
     layers = [module for module in head.modules() if isinstance(module, ByteDropout)]
-    generator = torch.Generator().manual_seed(seed)
+    # A stream of its own: the fit's shuffling generator starts from the same seed.
+    generator = np.random.default_rng([seed, DROPOUT_STREAM])
     for layer in layers:
         layer.generator = generator
     try:
@@ -202,7 +209,14 @@ def own_dropout_generator(head: nn.Module, seed: int) -> Iterator[None]:
 
 def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) -> TrainResult:
     rng = np.random.default_rng(settings.seed)
-    x_train = torch.as_tensor(np.asarray(train[0], dtype=np.float32))
+    # Standardised once here; each step then calls forward_standardised.
+    with torch.no_grad():
+        x_train = head.standardise(torch.as_tensor(np.asarray(train[0], dtype=np.float32)))
+        x_val = (
+            None
+            if validation is None
+            else head.standardise(torch.as_tensor(np.asarray(validation[0], dtype=np.float32)))
+        )
     y_train = torch.as_tensor(np.asarray(train[1], dtype=np.float32))
     cut = np.zeros(y_train.shape[1]) if decision_cut is None else np.asarray(decision_cut)
     optimizer = AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -215,7 +229,7 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
         if validation is None:  # a refit (postergenre.training.refit): every epoch runs, the last is kept
             stopper.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start})
             continue
-        logits = predict_logits(head, validation[0])
+        logits = predict_logits(head, x_val, standardised=True)
         row = epoch_row(epoch, loss, np.asarray(validation[1]), logits, cut, start)
         log_epoch(row, settings.epochs)
         if stopper.step(row):
@@ -279,7 +293,9 @@ def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> fl
     losses = []
     for start in range(0, len(rows), step):
         batch = torch.as_tensor(rows[start : start + step])
-        loss = masked_mean(loss_fn(head(x[batch]), y[batch]), None if mask is None else mask[batch])
+        loss = masked_mean(
+            loss_fn(head.forward_standardised(x[batch]), y[batch]), None if mask is None else mask[batch]
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

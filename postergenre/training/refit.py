@@ -49,7 +49,9 @@ def refit_choice(choice, config, spans: list[tuple[int, int]] | None = None) -> 
         result.head = heads[name]
         if name == "text":
             choice.text_head = heads[name]
-    n_posters = {name: len(sides["train"][0]) + len(sides["validation"][0]) for name, (_, sides) in choice.saved.items()}
+    n_posters = {
+        name: len(sides["train"][0]) + len(sides["validation"][0]) for name, (_, sides) in choice.saved.items()
+    }
     info = {
         "epochs": {name: refit_epochs(result, config) for name, (result, _) in choice.saved.items()},
         "posters": max(n_posters.values()),
