@@ -60,10 +60,18 @@ def refit_choice(choice, config, spans: list[tuple[int, int]] | None = None) -> 
     logger.info(
         "refit on train + validation (%d posters): %s, in %.1f s",
         info["posters"],
-        ", ".join(f"{name} head {epochs} epochs" for name, epochs in info["epochs"].items()),
+        ", ".join(f"{name} head {_epochs_text(epochs)}" for name, epochs in info["epochs"].items()),
         info["seconds"],
     )
     return info
+
+
+def _epochs_text(epochs: int | dict[str, int]) -> str:
+    """``"23 epochs"``, or an ensemble's ``"20 epochs (efficientnet_lite0), 28 (mobilenet_v2)"``."""
+    if isinstance(epochs, int):
+        return f"{epochs} epochs"
+    first, *others = (f"{count} ({member})" for member, count in epochs.items())
+    return ", ".join([first.replace(" (", " epochs (", 1), *others])
 
 
 def refit_epochs(result: TrainResult, config) -> int | dict[str, int]:
