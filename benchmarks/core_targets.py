@@ -255,7 +255,6 @@ def throughput_figure(data: Path, n: int, work: Path) -> Figure:
     import numpy as np
 
     from postergenre.features import default_preprocessing, load_input
-    from postergenre.features.onnx_export import onnx_backbone, weights_digest
     from postergenre.models.backbones import create_backbone
     from postergenre.training.config import DEFAULT_BACKBONE
 
@@ -266,8 +265,7 @@ def throughput_figure(data: Path, n: int, work: Path) -> Figure:
     inputs = np.stack([load_input(p, preprocessing) for p in distinct])
     cache = work / "throughput-cache"
     cache.mkdir()
-    session = onnx_backbone(cache, backbone, preprocessing.input_size, weights_digest(backbone))
-    forward_rate = feature_throughput.forward_throughput(lambda x: session.run(None, {"input": x}), inputs, n, 32)
+    forward_rate = feature_throughput.onnx_forward_rate(cache, backbone, preprocessing, inputs, n, 32)
     n_posters, wall, inside = feature_throughput.timed_extraction(paths, DEFAULT_BACKBONE, preprocessing, False, cache)
     end_to_end = n_posters / wall
     print(

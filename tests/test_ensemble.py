@@ -170,6 +170,17 @@ def dataset(tmp_path):
     return write_dataset(tmp_path / "data", random_labels(80, GENRES, seed=1), GENRES)
 
 
+def _best_epoch(aucs: pd.Series) -> int:
+    """The epoch early stopping keeps: the first to beat every earlier one by more than MIN_DELTA."""
+    from postergenre.training.loop import MIN_DELTA
+
+    best_auc, best = -np.inf, 0
+    for epoch, auc in enumerate(aucs, start=1):
+        if auc > best_auc + MIN_DELTA:
+            best_auc, best = auc, epoch
+    return best
+
+
 def test_train_an_ensemble_writes_every_backbone_and_predicts_as_it_evaluated(monkeypatch, tmp_path, dataset, capsys):
     """Check that train --backbone A+B saves one head per backbone, each backbone's ONNX, a history
     per backbone, and that predict gives the test probabilities that evaluation scored."""
@@ -187,6 +198,9 @@ def test_train_an_ensemble_writes_every_backbone_and_predicts_as_it_evaluated(mo
     history = pd.read_csv(run / "history.csv")
     for name in ENSEMBLE.split("+"):
         assert {f"loss {name}", f"val_macro_auc {name}", f"val_balanced_accuracy {name}"} <= set(history.columns)
+    # Each backbone's head was trained again for the epochs its own early stopping chose.
+    best = {name: _best_epoch(history[f"val_macro_auc {name}"].dropna()) for name in ENSEMBLE.split("+")}
+    assert info["refit"]["epochs"] == {"image": best}
     metrics = json.loads((run / "metrics.json").read_text())
     assert [row["genre"] for row in metrics["per_genre"]] == info["genres"]
 
