@@ -244,6 +244,7 @@ def stored_text_features(
         store.append([keys[id_] for id_ in ids], values)
         n_cached += ocr.n_cached
     else:
-        logger.info("poster text features: %d posters, all stored (%s)", len(keys), store.folder)
+        log = logger.info if progress else logger.debug  # quiet calls come one poster at a time
+        log("poster text features: %d posters, all stored (%s)", len(keys), store.folder)
     ids = list(image_paths)
     return ids, np.array(store.read([keys[id_] for id_ in ids]), dtype=np.float32), n_cached

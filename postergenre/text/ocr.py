@@ -405,7 +405,9 @@ def ocr_posters(
     keys = _content_keys(image_paths)
     todo = {key: Path(image_paths[id_]) for id_, key in keys.items() if key not in store}
     n_computed = sum(key in todo for key in keys.values())
-    logger.info("OCR: %d posters cached, %d to read (cache %s)", len(keys) - n_computed, n_computed, store.folder)
+    # Quiet calls (one poster explained, a report's examples) would repeat this line per poster.
+    log = logger.info if progress else logger.debug
+    log("OCR: %d posters cached, %d to read (cache %s)", len(keys) - n_computed, n_computed, store.folder)
 
     items = list(todo.items())
     tasks = [items[start : start + POSTERS_PER_TASK] for start in range(0, len(items), POSTERS_PER_TASK)]
