@@ -91,11 +91,23 @@ def test_a_member_may_name_its_input_size():
 
     assert split_member("efficientnet_lite0@320x224") == ("efficientnet_lite0", (320, 224))
     assert split_member("mobilenet_v2") == ("mobilenet_v2", None)
-    config = TrainConfig(backbone="efficientnet_lite0+efficientnet_lite0@320x224")
+    config = TrainConfig(backbone="efficientnet_lite0+efficientnet_lite0@256x160")
     sizes = {member: pre.input_size for member, pre in member_preprocessing(config).items()}
-    assert sizes == {"efficientnet_lite0": (256, 160), "efficientnet_lite0@320x224": (320, 224)}
+    assert sizes == {"efficientnet_lite0": (320, 224), "efficientnet_lite0@256x160": (256, 160)}
     with pytest.raises(ValueError, match=r"expected NAME@HEIGHTxWIDTH .* e\.g\. mobilenet_v2@320x224"):
         TrainConfig(backbone="efficientnet_lite0+mobilenet_v2@320")
+
+
+def test_one_backbone_may_name_its_input_size():
+    """Check NAME@HxW outside an ensemble reads as --input-size, and that the two may not disagree."""
+    from postergenre.training.config import resolve_preprocessing
+
+    config = TrainConfig(backbone="efficientnet_lite0@256x160")
+    assert (config.backbone, config.input_size, config.is_ensemble) == ("efficientnet_lite0", (256, 160), False)
+    assert resolve_preprocessing(config).input_size == (256, 160)
+    assert TrainConfig(backbone="mobilenet_v2@256x160", input_size=(256, 160)).input_size == (256, 160)
+    with pytest.raises(ValueError, match="names input 256x160 and --input-size names 320x224; give one"):
+        TrainConfig(backbone="efficientnet_lite0@256x160", input_size=(320, 224))
 
 
 def test_auto_fusion_of_an_ensemble_leaves_out_concat():

@@ -74,7 +74,7 @@ def split_member(member: str) -> tuple[str, tuple[int, int] | None]:
     height, _, width = size.partition("x")
     if not (height.isdigit() and width.isdigit()) or int(height) < 32 or int(width) < 32:
         raise ValueError(
-            f"ensemble member {member!r}: expected NAME@HEIGHTxWIDTH with sizes of at least 32, e.g. {name}@320x224"
+            f"backbone {member!r}: expected NAME@HEIGHTxWIDTH with sizes of at least 32, e.g. {name}@320x224"
         )
     return name, (int(height), int(width))
 
@@ -146,6 +146,8 @@ class TrainConfig:
             raise ValueError(f"epochs and patience must be at least 1, got {self.epochs} and {self.patience}")
         if self.input_size is not None:
             self.input_size = tuple(int(v) for v in self.input_size)
+        if MEMBER_SIZE in self.backbone and not self.is_ensemble:
+            self._take_member_size()
         if self.augment and not self.from_images:
             raise ValueError(
                 f"--augment applies to training on images (--backbone {IMAGE_BACKBONE}) for now; "
@@ -172,6 +174,16 @@ class TrainConfig:
             self._check_ensemble()
         if self.fine_tune:
             self._check_fine_tune()
+
+    def _take_member_size(self) -> None:
+        """One backbone named as an ensemble member, ``NAME@HxW``: the same as ``--input-size HxW``."""
+        name, size = split_member(self.backbone)
+        if self.input_size is not None and self.input_size != size:
+            raise ValueError(
+                f"{self.backbone!r} names input {size[0]}x{size[1]} and --input-size names "
+                f"{self.input_size[0]}x{self.input_size[1]}; give one"
+            )
+        self.backbone, self.input_size = name, size
 
     def _check_ensemble(self) -> None:
         """An ensemble joins frozen pretrained backbones, each at its own measured input."""
