@@ -16,8 +16,8 @@ Runs, as a user would, in fresh processes with the default settings:
    with the helpers of ``benchmarks/feature_throughput.py``; target >= 0.75;
 6. ``postergenre predict RUN POSTER`` in a fresh process, median of 3; target <= 2 s;
 7. the peak memory (max RSS) of the cold default train process, printed without a target;
-8. the best image features measured: the ensemble ``--backbone efficientnet_lite0@320x224+
-   mobilenet_v2+efficientnet_lite2`` on the default run's split, timed (its other backbones' features computed,
+8. the best image features measured: the ensemble ``--backbone efficientnet_lite0+mobilenet_v2@256x160+
+   efficientnet_lite2@320x192`` on the default run's split, timed (its other backbones' features computed,
    then warm) and its quality against both targets (``--no-ensemble`` skips it).
 
 ``--quick N`` trains on the first N labelled posters only (default 1500): a smoke run whose
@@ -58,7 +58,7 @@ TARGET_PREDICT_S = 2.0
 PREDICT_REPEATS = 3
 QUICK_DEFAULT = 1500
 # The best image features measured (postergenre.training.ensemble): not the default, for its time.
-ENSEMBLE = "efficientnet_lite0@320x224+mobilenet_v2+efficientnet_lite2"
+ENSEMBLE = "efficientnet_lite0+mobilenet_v2@256x160+efficientnet_lite2@320x192"
 
 
 @dataclass

@@ -156,7 +156,8 @@ def test_onnx_matches_pytorch(tiny_backbone, posters, tmp_path):
     """Check that features from the ONNX export equal the PyTorch backbone's within 1e-4."""
     features = extract(posters, tmp_path, device="cpu")
     assert features.spec["engine"] == "onnx"
-    assert list(tmp_path.glob("cache/onnx/tiny-*-64x32.onnx"))
+    height, width = features.spec["preprocessing"]["input_size"]
+    assert list(tmp_path.glob(f"cache/onnx/tiny-*-{height}x{width}.onnx"))
     backbone = TinyBackbone()
     pre = Preprocessing.from_dict(features.spec["preprocessing"])
     expected = [reference_features(backbone, posters[id_], pre) for id_ in features.ids]
@@ -186,7 +187,7 @@ def test_default_policy_keeps_the_whole_poster(tiny_backbone, posters, tmp_path)
 def test_poster_policy_sizes():
     """Check the poster input for a 224 backbone, and that a backbone already keeping the whole poster keeps its own."""
     lite = Preprocessing((224, 224), (0.5,) * 3, (0.5,) * 3, "center_crop")
-    assert extract_module.poster_preprocessing(lite).input_size == (256, 160)
+    assert extract_module.poster_preprocessing(lite).input_size == (320, 224)
     assert extract_module.poster_preprocessing(lite, "pad").input_size == (224, 224)
     assert extract_module.poster_preprocessing(lite, "center_crop") == lite
     scratch = Preprocessing((300, 300), (0.5,) * 3, (0.5,) * 3, "stretch")

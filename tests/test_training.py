@@ -241,7 +241,7 @@ def test_train_preprocesses_as_the_features_command_does():
 
     for backbone in ("efficientnet_lite0", "mobilenet_v2", "custom_cnn"):
         assert resolve_preprocessing(TrainConfig(backbone=backbone)) == default_preprocessing(backbone)
-    assert resolve_preprocessing(TrainConfig()).input_size == (256, 160)
+    assert resolve_preprocessing(TrainConfig()).input_size == (320, 224)
     assert resolve_preprocessing(TrainConfig(backbone="custom_cnn")).input_size == (300, 300)
     config = TrainConfig(resize="pad", input_size=(192, 128))
     assert resolve_preprocessing(config) == default_preprocessing("efficientnet_lite0").with_policy("pad", (192, 128))

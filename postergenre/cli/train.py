@@ -33,9 +33,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--backbone",
         metavar="NAME",
-        help=f"pretrained backbone (default: {default('backbone')}); NAME+NAME... trains an ensemble, one head per "
-        "backbone with their logits averaged, a member reading its own input size with NAME@HxW, e.g. "
-        "efficientnet_lite0@320x224+mobilenet_v2+efficientnet_lite2 (the best measured; slower)",
+        help=f"pretrained backbone (default: {default('backbone')}), NAME@HxW with its input size; NAME+NAME... "
+        "trains an ensemble, one head per backbone with their logits averaged, each member at its own input, "
+        "e.g. efficientnet_lite0+mobilenet_v2@256x160+efficientnet_lite2@320x192 (the best measured; slower)",
     )
     parser.add_argument("--weights", metavar="FILE", help="backbone weights file, if not the packaged ones")
     parser.add_argument(
