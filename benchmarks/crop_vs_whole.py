@@ -1,8 +1,8 @@
 """Which input a poster should become: centre crop, padded whole poster or whole poster stretched to 2:3.
 
-    python benchmarks/crop_vs_whole.py [--backbone efficientnet_lite0] [--stages] [--stretch-sizes 320x224 288x192]
+    python benchmarks/crop_vs_whole.py [--backbone efficientnet_lite0] [--stages] [--stretch-sizes 256x160 288x192]
 
-For each resize policy (stretch: the default tall input, 256x160 for a 224 backbone), with and
+For each resize policy (stretch: the default tall input, 320x224 for a 224 backbone), with and
 without test-time flip, extracts pooled features of the shared
 dataset's labelled posters, splits them with ``make_split(labels, poster_groups(...), seed=0)``,
 fits one logistic regression per genre (balanced class weights, C picked on validation) on the

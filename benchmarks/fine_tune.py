@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/fine_tune.py [DATA] [--out FOLDER] [--ks 0 1 2] [--split SPLIT.csv]
 
-Trains one run per K with the default settings on the image alone (EfficientNet-Lite0, 256x160
+Trains one run per K with the default settings on the image alone (EfficientNet-Lite0 at its poster input,
 stretched, MLP head; --no-text, so that poster text does not blur what tuning the backbone buys):
 K=0 first, whose split.csv (make_split, seed 0, poster groups) every other K reuses unless --split
 names one, so all are scored on the same test set. Prints, per K, validation and test macro ROC-AUC

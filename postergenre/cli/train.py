@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
         "--input-size",
         metavar="HxW",
         type=_size,
-        help="network input (default: the backbone's for posters, e.g. 256x160 for efficientnet_lite0 stretched)",
+        help="network input (default: the backbone's for posters, e.g. 320x224 for efficientnet_lite0 stretched)",
     )
     parser.add_argument(
         "--flip",

@@ -6,7 +6,7 @@ prefix) stay frozen, so the maps entering the first unfrozen stage are the same 
 with the same decoding threads, engines (ONNX Runtime on a CPU, PyTorch on a GPU) and content-keyed
 cache as pooled features, and stores them flattened in float16, which halves disk and memory for a
 rounding error (about 1e-3 relative) far below what training notices. For EfficientNet-Lite0 at
-256x160 that is 320x8x5 numbers a poster before its head (K=1) and 192x8x5 before stage7 (K=2).
+320x224 that is 320x10x7 numbers a poster before its head (K=1) and 192x10x7 before stage7 (K=2).
 """
 
 from __future__ import annotations
