@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -225,6 +227,32 @@ def test_refit_trains_the_head_again_on_train_and_validation_for_the_chosen_epoc
     assert first.head is not first_head
     expected = train_multilabel((x, y), None, TrainConfig(epochs=first.best_epoch, patience=3, lr=1e-2)).head
     assert all(torch.equal(v, expected.state_dict()[k]) for k, v in first.head.state_dict().items())
+
+
+def test_a_refit_started_right_after_the_first_fit_is_the_refit_made_after_the_choice():
+    """Check fit_then_refit's head (trained beside other candidates) is the one refit_choice would train,
+    and that refit_choice saves it without training again."""
+    from types import SimpleNamespace
+
+    from postergenre.training.refit import fit_then_refit, refit_candidate, refit_choice
+
+    x, y = synthetic(900)
+    ids = [str(k) for k in range(900)]
+    sides = {"train": (ids[:600], x[:600], y[:600]), "validation": (ids[600:], x[600:], y[600:])}
+    config = TrainConfig(epochs=40, patience=3, lr=1e-2)
+    first_fit = partial(train_multilabel, sides["train"][1:], sides["validation"][1:], config)
+    first, refitted = fit_then_refit("image", first_fit, sides, partial(refit_candidate, config, []))()
+    early_head, seconds = refitted
+    assert seconds > 0 and early_head is not first.head
+    assert fit_then_refit("image", first_fit, sides)()[1] is None  # no refit asked: the first fit alone
+
+    choice = SimpleNamespace(saved={"image": (first, sides)}, text_head=None, refits={"image": refitted})
+    info = refit_choice(choice, config)
+    assert first.head is early_head and info["epochs"] == {"image": first.best_epoch}
+    assert info["seconds"] == round(seconds, 2)
+    later = train_multilabel(sides["train"][1:], sides["validation"][1:], config)
+    refit_choice(SimpleNamespace(saved={"image": (later, sides)}, text_head=None), config)
+    assert all(torch.equal(v, later.head.state_dict()[k]) for k, v in early_head.state_dict().items())
 
 
 def test_refit_is_refused_where_the_backbone_trains_and_off_there_by_default():

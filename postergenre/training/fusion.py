@@ -63,6 +63,8 @@ class TextChoice:
     # The saved heads by candidate ("image", "text" for late fusion's, or "concat"): each one's
     # TrainResult and the side arrays it trained on, which a refit trains on again.
     saved: dict = field(default_factory=dict)
+    # Saved heads already refit beside the other candidates' training: {name: (head, seconds)}.
+    refits: dict = field(default_factory=dict)
 
     def model_entries(self) -> dict:
         return {"text": self.text, "text_choice": self.choice}
@@ -100,13 +102,20 @@ def wants_text(config) -> bool:
     return False
 
 
-def choose_text(dataset, config, features: Features, split, genres: list[str], train_image, progress: bool):
+def choose_text(
+    dataset, config, features: Features, split, genres: list[str], train_image, progress: bool, refit=None
+):
     """The run's model with or without poster text, as ``config.text`` and validation decide.
 
     ``train_image()`` gives the image-only TrainResult; it starts at once and trains while the text
     features load, then beside the text candidates (:class:`~postergenre.training.loop.HeadPool`).
+    ``refit(name, result, sides)``, when given, trains each candidate's head again on train +
+    validation right after its first fit, on the same thread (:func:`~postergenre.training.refit.
+    fit_then_refit`): the image head's refit then overlaps the text head's training instead of
+    waiting for the choice. The refit heads come back in the choice's ``refits``.
     """
     from postergenre.training.loop import HeadPool
+    from postergenre.training.refit import fit_then_refit
 
     image_sides = side_arrays(features, dataset.labels[genres], split)
     y_val = image_sides["validation"][2]
@@ -119,7 +128,7 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], t
 
     with HeadPool(1 + len(candidate_names(config))) as heads:
         # The image head needs nothing of the text: it trains while the text features load.
-        heads.submit("image", train_image)
+        heads.submit("image", fit_then_refit("image", train_image, image_sides, refit))
         settings = text_settings()
         started = time.perf_counter()
         ids, values, n_cached = text_features_for(
@@ -139,8 +148,10 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], t
         logger.info("poster text: training the %s heads", ", ".join(candidate_sides))
         for name, sides in candidate_sides.items():
             if name != "image":
-                heads.submit(name, partial(train_head, config, sides))
-        results = heads.results()
+                heads.submit(name, fit_then_refit(name, partial(train_head, config, sides), sides, refit))
+        finished = heads.results()
+    results = {name: result for name, (result, _) in finished.items()}
+    refits = {name: refitted for name, (_, refitted) in finished.items() if refitted is not None}
     trained = {
         name: (results[name], logits_of(results[name].head, sides["validation"][1]))
         for name, sides in candidate_sides.items()
@@ -165,16 +176,21 @@ def choose_text(dataset, config, features: Features, split, genres: list[str], t
     }
     log_choice(choice)
     saved = {name: (trained[name][0], candidate_sides[name]) for name in CHOSEN_HEADS[chosen]}
+    refits = {name: refitted for name, refitted in refits.items() if name in saved}
     if chosen == "image":
-        return TextChoice(image_result, sigmoid(image_logits), None, choice, image_result=image_result, saved=saved)
+        return TextChoice(
+            image_result, sigmoid(image_logits), None, choice, image_result=image_result, saved=saved, refits=refits
+        )
     text_info = {**settings, "fusion": chosen, "late_weight": late_weight if chosen == "late" else None}
     if chosen == "late":
         text_head = trained["text"][0].head
         text_info["head"] = text_head.describe()
         late_scores = sigmoid(trained["late"][1])
-        return TextChoice(image_result, late_scores, text_info, choice, text_head, image_result, saved)
+        return TextChoice(image_result, late_scores, text_info, choice, text_head, image_result, saved, refits)
     concat_result, concat_logits = trained["concat"]
-    return TextChoice(concat_result, sigmoid(concat_logits), text_info, choice, image_result=image_result, saved=saved)
+    return TextChoice(
+        concat_result, sigmoid(concat_logits), text_info, choice, image_result=image_result, saved=saved, refits=refits
+    )
 
 
 def text_settings() -> dict:

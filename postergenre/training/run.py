@@ -107,7 +107,7 @@ def train_run(
     from postergenre.data.genres import select_genres
     from postergenre.training.config import resolve_preprocessing
     from postergenre.training.fusion import choose_text
-    from postergenre.training.refit import refit_choice
+    from postergenre.training.refit import refit_candidate, refit_choice
 
     run_dir = create_run_folder(out_dir)
     selection = select_genres(dataset.labels.loc[dataset.ids], config.min_positives)
@@ -144,9 +144,11 @@ def train_run(
         train_image = lambda: train_head(config, sides, spans)  # noqa: E731
     # Poster text: with it (concatenated or late-fused) or without, as config.text and validation say.
     # The image head trains there, beside the text heads.
-    text = choose_text(dataset, config, features, split, genres, train_image, progress)
     # The thresholds and fusion weight come from the validation predictions of the heads chosen
-    # above; the heads saved are trained again on train + validation (postergenre.training.refit).
+    # there; the heads saved are trained again on train + validation (postergenre.training.refit),
+    # each right after its first fit.
+    early_refit = partial(refit_candidate, config, spans) if config.refits else None
+    text = choose_text(dataset, config, features, split, genres, train_image, progress, early_refit)
     refit = refit_choice(text, config, spans) if config.refits else None
     # A trained backbone belongs to the image result, which text fusion may swap for a concat head's.
     trained_backbone = getattr(text.image_result, "backbone", None)
