@@ -102,9 +102,7 @@ def wants_text(config) -> bool:
     return False
 
 
-def choose_text(
-    dataset, config, features: Features, split, genres: list[str], train_image, progress: bool, refit=None
-):
+def choose_text(dataset, config, features: Features, split, genres: list[str], train_image, progress: bool, refit=None):
     """The run's model with or without poster text, as ``config.text`` and validation decide.
 
     ``train_image()`` gives the image-only TrainResult; it starts at once and trains while the text
