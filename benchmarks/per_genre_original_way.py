@@ -176,7 +176,7 @@ def batches(items, batch_size: int):
 def train_genre_original(posters: Posters, paths, y, train_features, config, rng, genre: str) -> torch.nn.Module:
     """One genre's head, trained on the backbone's forward over its balanced sample, every epoch."""
     head = create_head(
-        config.head_type, posters.backbone.num_features, 1, hidden=config.hidden_size, dropout=config.dropout
+        config.head_type, posters.backbone.num_features, 1, hidden=config.hidden_size, dropout=config.dropout_rate
     )
     head.set_standardisation(train_features)
     loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)

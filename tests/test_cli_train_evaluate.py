@@ -70,7 +70,7 @@ def test_train_writes_complete_run_folder(doubles, monkeypatch, dataset, tmp_pat
     assert set(info) >= MODEL_FIELDS
     assert info["text"] is None and info["flip"] is False  # --no-text; flip off is the measured default
     assert len(info["thresholds"]) == len(info["genres"]) == len(info["train_prevalence"]) == 7
-    assert info["head"] == {"type": "mlp", "num_features": 12, "num_genres": 7, "hidden": 256, "dropout": 0.5}
+    assert info["head"] == {"type": "mlp", "num_features": 12, "num_genres": 7, "hidden": 256, "dropout": 0.7}
     tensors = load_file(str(run / "model.safetensors"))
     assert tensors["hidden.weight"].shape == (256, 12) and tensors["fc.weight"].shape == (7, 256)
     assert tensors["feature_mean"].shape == (12,) and tensors["logit_offset"].shape == (7,)

@@ -255,6 +255,38 @@ def test_a_refit_started_right_after_the_first_fit_is_the_refit_made_after_the_c
     assert all(torch.equal(v, later.head.state_dict()[k]) for k, v in early_head.state_dict().items())
 
 
+def test_bf16_head_training_learns_what_fp32_learns_and_the_run_records_which_ran():
+    """Check precision="bf16" (emulated where the CPU lacks it) trains a head as well as fp32, side by side
+    or alone, and that config.json's precision names the one that ran."""
+    from postergenre.training.loop import native_bf16, train_concurrently
+
+    x, y = synthetic(900)
+    train, validation = (x[:600], y[:600]), (x[600:], y[600:])
+    configs = {p: TrainConfig(epochs=30, patience=30, lr=1e-2, precision=p) for p in ("fp32", "bf16")}
+    results = {precision: train_multilabel(train, validation, config) for precision, config in configs.items()}
+    fp32, bf16 = (max(row["val_macro_auc"] for row in results[p].history) for p in ("fp32", "bf16"))
+    assert fp32 > 0.8 and abs(bf16 - fp32) < 0.02
+    config = TrainConfig(epochs=5, lr=1e-2, precision="bf16")
+    beside = train_concurrently({p: lambda: train_multilabel(train, validation, config) for p in ("a", "b")})
+    alone = train_multilabel(train, validation, config)
+    assert all(torch.equal(v, beside["a"].head.state_dict()[k]) for k, v in alone.head.state_dict().items())
+
+    assert TrainConfig(precision="fp32").to_dict()["precision"] == "fp32"
+    assert TrainConfig(precision="bf16").to_dict()["precision"] == "bf16"
+    assert TrainConfig().to_dict()["precision"] == ("bf16" if native_bf16() else "fp32")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; expected one of auto, fp32, bf16"):
+        TrainConfig(precision="fp16")
+
+
+def test_dropout_defaults_to_the_measured_rate_of_each_head():
+    """Check a shared MLP on cached features drops 0.7 by default, other heads 0.5, and a given rate wins."""
+    assert TrainConfig().dropout_rate == 0.7 and TrainConfig().to_dict()["dropout"] == 0.7
+    assert TrainConfig(mode="per-genre").dropout_rate == TrainConfig(head="linear").dropout_rate == 0.5
+    assert TrainConfig(backbone="custom_cnn").dropout_rate == 0.5
+    assert TrainConfig(dropout=0.2).dropout_rate == 0.2
+    assert train_multilabel(synthetic(60), synthetic(30), TrainConfig(epochs=1)).head.describe()["dropout"] == 0.7
+
+
 def test_refit_is_refused_where_the_backbone_trains_and_off_there_by_default():
     """Check --refit with a trained backbone is an error, and the default refits heads on cached features only."""
     assert TrainConfig().refits and not TrainConfig(backbone="custom_cnn").refits

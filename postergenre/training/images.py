@@ -116,7 +116,7 @@ def build_model(config, num_genres: int, prevalence: np.ndarray) -> BackboneWith
 
     backbone = create_backbone(config.backbone, pretrained=False)
     head = create_head(
-        config.head_type, backbone.num_features, num_genres, hidden=config.hidden_size, dropout=config.dropout
+        config.head_type, backbone.num_features, num_genres, hidden=config.hidden_size, dropout=config.dropout_rate
     )
     # The head's standardisation stays the identity: features of a network still learning have no fixed spread.
     head.init_output_bias(log_odds(prevalence))

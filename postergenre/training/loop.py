@@ -60,6 +60,9 @@ class FitSettings:
     batch_size: int
     seed: int
     threads: int | None = None
+    # Matrix products of the training steps in bfloat16 (fp32 weights, losses and validation): see
+    # :func:`native_bf16`.
+    bf16: bool = False
 
 
 def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -225,7 +228,9 @@ def _fit(head, loss_fn, train, validation, settings, sample_mask, decision_cut) 
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         mask = None if sample_mask is None else torch.as_tensor(sample_mask(rng), dtype=torch.float32)
-        loss = train_one_epoch(head, loss_fn, optimizer, x_train, y_train, mask, settings.batch_size, rng)
+        loss = train_one_epoch(
+            head, loss_fn, optimizer, x_train, y_train, mask, settings.batch_size, rng, bf16=settings.bf16
+        )
         if validation is None:  # a refit (postergenre.training.refit): every epoch runs, the last is kept
             stopper.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start})
             continue
@@ -284,8 +289,10 @@ class EarlyStopping:
         return self.best_epoch
 
 
-def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> float:
-    """One pass over the (masked) training rows in shuffled mini-batches; the mean batch loss."""
+def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng, *, bf16: bool = False) -> float:
+    """One pass over the (masked) training rows in shuffled mini-batches; the mean batch loss.
+    ``bf16``: each forward pass under bfloat16 autocast (a context per step, as autocast's weight
+    cache must not outlive the step that updates the weights)."""
     head.train()
     rows = np.arange(len(x)) if mask is None else np.flatnonzero(mask.sum(1).numpy() > 0)
     rows = rng.permutation(rows)
@@ -293,9 +300,9 @@ def train_one_epoch(head, loss_fn, optimizer, x, y, mask, batch_size, rng) -> fl
     losses = []
     for start in range(0, len(rows), step):
         batch = torch.as_tensor(rows[start : start + step])
-        loss = masked_mean(
-            loss_fn(head.forward_standardised(x[batch]), y[batch]), None if mask is None else mask[batch]
-        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = head.forward_standardised(x[batch])
+        loss = masked_mean(loss_fn(logits.float(), y[batch]), None if mask is None else mask[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -338,9 +345,33 @@ def stopping_warnings(history: list[dict], best_epoch: int) -> list[str]:
 
 def settings_from(config) -> FitSettings:
     """The loop's settings from a :class:`~postergenre.training.config.TrainConfig`."""
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
     return FitSettings(
-        config.epochs, config.patience, config.lr, config.weight_decay, config.batch_size, config.seed, config.threads
+        config.epochs,
+        config.patience,
+        config.lr,
+        config.weight_decay,
+        config.batch_size,
+        config.seed,
+        config.threads,
+        bf16,
     )
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX).
+
+    A head's steps are matrix products of ~5k posters by ~2k features, bound by arithmetic: in
+    bfloat16 an epoch of the default image head (4,635 posters, 1,904 features, validation included)
+    took 0.093 s against 0.155 s in fp32 on an AMD EPYC with AVX512-BF16, the text head's (385
+    features) 0.030 s against 0.096 s, and the heads measured the same on validation
+    (postergenre.training.config).
+    Without native support bfloat16 is emulated and slower, so ``precision="auto"`` keeps fp32 there.
+    """
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent from another torch, fp32 is safe
+        return False
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ def train_multilabel(
     x_train, y_train = train
     with seeded(config.seed):
         head = create_head(
-            config.head_type, x_train.shape[1], y_train.shape[1], hidden=config.hidden_size, dropout=config.dropout
+            config.head_type, x_train.shape[1], y_train.shape[1], hidden=config.hidden_size, dropout=config.dropout_rate
         )
     head.set_standardisation(x_train)
     head.init_output_bias(log_odds(train_prevalence(y_train)))

@@ -54,7 +54,7 @@ def train_per_genre(
     x_train, y_train = train
     with seeded(config.seed):
         head = create_head(
-            config.head_type, x_train.shape[1], y_train.shape[1], hidden=config.hidden_size, dropout=config.dropout
+            config.head_type, x_train.shape[1], y_train.shape[1], hidden=config.hidden_size, dropout=config.dropout_rate
         )
     head.set_standardisation(x_train)
     loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
