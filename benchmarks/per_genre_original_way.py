@@ -180,7 +180,7 @@ def train_genre_original(posters: Posters, paths, y, train_features, config, rng
     )
     head.set_standardisation(train_features)
     loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     targets = torch.as_tensor(y, dtype=torch.float32)[:, None]
     for epoch in range(1, config.epochs + 1):
         start, decoded = time.perf_counter(), posters.decode_seconds
@@ -282,7 +282,7 @@ def print_header(subset: Subset, config: TrainConfig, preprocessing, threads: in
     n_train, n_test = len(subset.train_ids), len(subset.test_ids)
     print(
         f"{config.backbone}, {preprocessing.resize} {height}x{width}; {n_train + n_test} posters "
-        f"({n_train} train, {n_test} test); {config.epochs} epochs, {config.head} head, lr {config.lr:g}, "
+        f"({n_train} train, {n_test} test); {config.epochs} epochs, {config.head} head, lr {config.learning_rate:g}, "
         f"batch {config.batch_size}, seed {config.seed}"
     )
     positives = subset.y_test.sum(0)

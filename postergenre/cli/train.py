@@ -95,7 +95,11 @@ def add_parser(subparsers) -> None:
         help="once validation has chosen the epochs, train the saved heads again on train + validation for as "
         "many (default: on for heads on cached features, off when the backbone trains)",
     )
-    parser.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {default('lr')})")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="AdamW learning rate (default: 4.5e-4 for the MLP head on a frozen backbone's features, 3e-4 otherwise)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,

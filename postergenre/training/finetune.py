@@ -236,8 +236,8 @@ def fit_tail(tail: Tail, config, activations: Activations, train, validation, *,
         loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
         optimizer = torch.optim.AdamW(
             [
-                {"params": list(tail.parameters()), "lr": config.lr * TAIL_LR_SCALE},
-                {"params": list(model.head.parameters()), "lr": config.lr},
+                {"params": list(tail.parameters()), "lr": config.learning_rate * TAIL_LR_SCALE},
+                {"params": list(model.head.parameters()), "lr": config.learning_rate},
             ],
             weight_decay=config.weight_decay,
         )

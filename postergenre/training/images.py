@@ -137,7 +137,7 @@ def fit_images(config, preprocessing, train, validation, *, progress: bool = Tru
         torch.manual_seed(config.seed)
         model = build_model(config, y_train.shape[1], prevalence)
         loss_fn = create_loss(config.loss, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         stopper = EarlyStopping(model, config.patience)
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()

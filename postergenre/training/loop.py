@@ -349,7 +349,7 @@ def settings_from(config) -> FitSettings:
     return FitSettings(
         config.epochs,
         config.patience,
-        config.lr,
+        config.learning_rate,
         config.weight_decay,
         config.batch_size,
         config.seed,
