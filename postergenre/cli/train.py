@@ -98,7 +98,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lr",
         type=float,
-        help="AdamW learning rate (default: 4.5e-4 for the MLP head on a frozen backbone's features, 3e-4 otherwise)",
+        help="AdamW learning rate (default: 6e-4 for the MLP head on a frozen backbone's features, 3e-4 otherwise)",
     )
     parser.add_argument(
         "--batch-size",
