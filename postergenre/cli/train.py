@@ -110,7 +110,7 @@ def add_parser(subparsers) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         help="the matrix products of head training: bf16 is about twice as fast where the CPU has it natively "
-        "(AVX512-BF16, AMX) and measured the same (default: auto, bf16 there and fp32 elsewhere)",
+        "(AVX512-BF16, AMX) and measured within seed noise of fp32 (default: auto, bf16 there and fp32 elsewhere)",
     )
     parser.add_argument(
         "--min-positives",
