@@ -221,7 +221,7 @@ def test_refit_trains_the_head_again_on_train_and_validation_for_the_chosen_epoc
     config = TrainConfig(epochs=40, patience=3, lr=1e-2)
     first = train_multilabel(sides["train"][1:], sides["validation"][1:], config)
     first_head = first.head
-    choice = SimpleNamespace(saved={"image": (first, sides)}, text_head=None)
+    choice = SimpleNamespace(saved={"image": (first, sides)}, text_head=None, refits={})
     info = refit_choice(choice, config)
     assert info["epochs"] == {"image": first.best_epoch} and info["posters"] == 900
     assert first.head is not first_head
@@ -251,7 +251,7 @@ def test_a_refit_started_right_after_the_first_fit_is_the_refit_made_after_the_c
     assert first.head is early_head and info["epochs"] == {"image": first.best_epoch}
     assert info["seconds"] == round(seconds, 2)
     later = train_multilabel(sides["train"][1:], sides["validation"][1:], config)
-    refit_choice(SimpleNamespace(saved={"image": (later, sides)}, text_head=None), config)
+    refit_choice(SimpleNamespace(saved={"image": (later, sides)}, text_head=None, refits={}), config)
     assert all(torch.equal(v, later.head.state_dict()[k]) for k, v in early_head.state_dict().items())
 
 
@@ -278,12 +278,19 @@ def test_bf16_head_training_learns_what_fp32_learns_and_the_run_records_which_ra
         TrainConfig(precision="fp16")
 
 
-def test_dropout_defaults_to_the_measured_rate_of_each_head():
-    """Check a shared MLP on cached features drops 0.7 by default, other heads 0.5, and a given rate wins."""
-    assert TrainConfig().dropout_rate == 0.7 and TrainConfig().to_dict()["dropout"] == 0.7
-    assert TrainConfig(mode="per-genre").dropout_rate == TrainConfig(head="linear").dropout_rate == 0.5
-    assert TrainConfig(backbone="custom_cnn").dropout_rate == 0.5
-    assert TrainConfig(dropout=0.2).dropout_rate == 0.2
+def test_dropout_and_learning_rate_default_to_the_measured_values_of_each_head():
+    """Check a shared MLP on a frozen backbone's features drops 0.7 at lr 6e-4 by default, other heads
+    (per-genre, linear, trained backbones) 0.5 at 3e-4, and a given value wins."""
+    assert (TrainConfig().dropout_rate, TrainConfig().learning_rate) == (0.7, 6e-4)
+    assert {key: TrainConfig().to_dict()[key] for key in ("dropout", "lr")} == {"dropout": 0.7, "lr": 6e-4}
+    for other in (
+        TrainConfig(mode="per-genre"),
+        TrainConfig(head="linear"),
+        TrainConfig(backbone="custom_cnn"),
+        TrainConfig(fine_tune=1),
+    ):
+        assert (other.dropout_rate, other.learning_rate) == (0.5, 3e-4)
+    assert (TrainConfig(dropout=0.2, lr=1e-3).dropout_rate, TrainConfig(lr=1e-3).learning_rate) == (0.2, 1e-3)
     assert train_multilabel(synthetic(60), synthetic(30), TrainConfig(epochs=1)).head.describe()["dropout"] == 0.7
 
 

@@ -17,7 +17,16 @@ RESIZE_POLICIES = ("center_crop", "pad", "stretch")
 
 
 def add_parser(subparsers) -> None:
-    from postergenre.training.config import HEADS, IMAGE_BACKBONE, LOSSES, MODES, TrainConfig
+    from postergenre.training.config import (
+        DEFAULT_LR,
+        HEADS,
+        IMAGE_BACKBONE,
+        LOSSES,
+        MODES,
+        PRECISIONS,
+        TUNED_MLP_LR,
+        TrainConfig,
+    )
 
     default = TrainConfig.default
     parser = subparsers.add_parser(
@@ -98,7 +107,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lr",
         type=float,
-        help="AdamW learning rate (default: 6e-4 for the MLP head on a frozen backbone's features, 3e-4 otherwise)",
+        help=f"AdamW learning rate (default: {TUNED_MLP_LR:g} for the MLP head on a frozen backbone's features, "
+        f"{DEFAULT_LR:g} otherwise)",
     )
     parser.add_argument(
         "--batch-size",
@@ -108,7 +118,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         help="the matrix products of head training: bf16 is about twice as fast where the CPU has it natively "
         "(AVX512-BF16, AMX) and measured within seed noise of fp32 (default: auto, bf16 there and fp32 elsewhere)",
     )

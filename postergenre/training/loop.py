@@ -345,7 +345,6 @@ def stopping_warnings(history: list[dict], best_epoch: int) -> list[str]:
 
 def settings_from(config) -> FitSettings:
     """The loop's settings from a :class:`~postergenre.training.config.TrainConfig`."""
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
     return FitSettings(
         config.epochs,
         config.patience,
@@ -354,8 +353,13 @@ def settings_from(config) -> FitSettings:
         config.batch_size,
         config.seed,
         config.threads,
-        bf16,
+        uses_bf16(config.precision),
     )
+
+
+def uses_bf16(precision: str) -> bool:
+    """Whether head training runs in bfloat16 under a ``precision`` setting, on this machine."""
+    return precision == "bf16" or (precision == "auto" and native_bf16())
 
 
 def native_bf16() -> bool:

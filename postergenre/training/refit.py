@@ -66,7 +66,7 @@ def refit_choice(choice, config, spans: list[tuple[int, int]] | None = None) -> 
     ``model.json`` records: the epochs of each head (each backbone's, for an ensemble) and the
     posters they trained on.
     """
-    ready = getattr(choice, "refits", None) or {}
+    ready = choice.refits
     jobs = {
         name: partial(refit_candidate, config, spans, name, result, sides)
         for name, (result, sides) in choice.saved.items()
